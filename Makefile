@@ -1,0 +1,43 @@
+# gpupack: make help lists the targets.
+SHELL := /usr/bin/env bash
+GO    ?= go
+PKGS  := ./...
+BIN   := bin
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -X github.com/gpupack/gpupack/extender.Version=$(VERSION)
+FUZZTIME ?= 30s
+BENCHTIME ?= 1s
+
+.PHONY: help build test verify fmt lint bench fuzz clean
+
+help: ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
+
+build: ## build the binaries into bin/ (the extender builds with CGO_ENABLED=0)
+	@mkdir -p $(BIN)
+	CGO_ENABLED=0 $(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/gpupack-extender
+
+test: ## run every unit test with the race detector
+	$(GO) test -race -count=1 $(PKGS)
+
+verify: ## check gofmt, go vet and go mod tidy
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+	$(GO) vet $(PKGS)
+	$(GO) mod tidy -diff
+
+fmt: ## format the code
+	gofmt -w $$(git ls-files '*.go')
+
+lint: verify ## alias of verify (no external linter is vendored)
+
+bench: ## run the benchmarks (BENCHTIME=1s)
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) $(PKGS)
+
+fuzz: ## run each fuzz target for FUZZTIME (30s)
+	@set -e; for pkg in $$($(GO) list $(PKGS)); do \
+	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz' || true); do \
+	    echo "fuzz $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg; \
+	  done; done
+
+clean: ## remove build outputs
+	rm -rf $(BIN)

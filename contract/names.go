@@ -1,0 +1,61 @@
+package contract
+
+import corev1 "k8s.io/api/core/v1"
+
+// Resources, as gpushare named them.
+const (
+	// ResourceGPUMem is the GPU memory a container asks for, in the cluster's
+	// memory unit. The device plugin advertises it as one fake device per unit.
+	ResourceGPUMem corev1.ResourceName = "aliyun.com/gpu-mem"
+	// ResourceGPUCount is the number of cards on a node (patched into node
+	// status by the device plugin). A container that asks for it alone wants
+	// whole cards; with ResourceGPUMem it spreads that memory over this many
+	// cards.
+	ResourceGPUCount corev1.ResourceName = "aliyun.com/gpu-count"
+)
+
+// Pod annotations that the extender writes when it binds a pod (gpushare).
+const (
+	AnnotationIndex      = "ALIYUN_COM_GPU_MEM_IDX"
+	AnnotationPodMem     = "ALIYUN_COM_GPU_MEM_POD"
+	AnnotationDevMem     = "ALIYUN_COM_GPU_MEM_DEV"
+	AnnotationAssigned   = "ALIYUN_COM_GPU_MEM_ASSIGNED"
+	AnnotationAssumeTime = "ALIYUN_COM_GPU_MEM_ASSUME_TIME"
+	// AnnotationAllocation is the per-container, per-card allocation, as JSON
+	// (see Allocation). kubectl inspect gpushare reads it.
+	AnnotationAllocation = "scheduler.framework.gpushare.allocation"
+)
+
+// gpupack's own annotations.
+const (
+	// AnnotationInventory is set on a Node by the device plugin: the cards of
+	// the node as an Inventory JSON document.
+	AnnotationInventory = "gpupack.io/gpu-inventory"
+	// AnnotationModels is set on a Pod by its owner: the card models it may
+	// run on, separated by '|' or ','. Empty or absent means any model.
+	AnnotationModels = "gpupack.io/gpu-models"
+	// AnnotationNode is written by the extender at bind: the node it chose.
+	AnnotationNode = "gpupack.io/node"
+	// AnnotationSignature is written by the extender at bind: an HMAC over the
+	// pod UID, the node and the allocation, so that only decisions the
+	// extender made are trusted when state is rebuilt (see Sign).
+	AnnotationSignature = "gpupack.io/signature"
+)
+
+// Node labels.
+const (
+	// LabelGPUShare marks the nodes of the GPU sharing pool.
+	LabelGPUShare = "gpushare"
+	// LabelCGPUDisable set to "true" turns cGPU isolation off on a node.
+	LabelCGPUDisable = "cgpu.disable.isolation"
+)
+
+// Container environment returned by the device plugin's Allocate.
+const (
+	EnvVisibleDevices = "NVIDIA_VISIBLE_DEVICES"
+	EnvIndex          = "ALIYUN_COM_GPU_MEM_IDX"
+	EnvPodMem         = "ALIYUN_COM_GPU_MEM_POD"
+	EnvContainerMem   = "ALIYUN_COM_GPU_MEM_CONTAINER"
+	EnvDevMem         = "ALIYUN_COM_GPU_MEM_DEV"
+	EnvCGPUDisable    = "CGPU_DISABLE"
+)

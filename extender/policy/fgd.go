@@ -1,0 +1,176 @@
+package policy
+
+import (
+	"sort"
+	"strings"
+
+	"github.com/gpupack/gpupack/contract"
+)
+
+// Shape is one kind of pod in a workload: what FGD measures fragmentation
+// against.
+type Shape struct {
+	// Share is the per-card share in units; 0 with Cards > 0 means whole cards.
+	Share int64
+	// Cards is the number of cards; 0 for a pod without GPU.
+	Cards int
+	// Models is the '|'-joined list of allowed models ("" for any).
+	Models string
+	// CPUMilli is the pod's CPU request.
+	CPUMilli int64
+}
+
+// ShapeOf is the shape of a request: its largest per-card share over all of
+// its cards (whole cards win over shares).
+func ShapeOf(r *Request) Shape {
+	s := Shape{Models: strings.Join(r.Models, "|"), CPUMilli: r.CPUMilli}
+	whole := false
+	for _, c := range r.Containers {
+		s.Cards += c.Cards()
+		if c.Whole() {
+			whole = true
+		}
+		s.Share = max(s.Share, c.PerCard())
+	}
+	if whole {
+		s.Share = 0
+	}
+	return s
+}
+
+// WeightedShape is a shape and its share of the workload.
+type WeightedShape struct {
+	Shape
+	Weight float64
+	models []string
+}
+
+// Workload is the target workload FGD measures against: the most frequent
+// shapes, weighted by frequency. It is immutable once built.
+type Workload struct {
+	Shapes []WeightedShape
+}
+
+// NewWorkload keeps the most frequent shapes that together cover coverage
+// (0..1] of the pods counted, weighted by their frequency among those kept.
+func NewWorkload(counts map[Shape]int64, coverage float64) *Workload {
+	type sc struct {
+		s Shape
+		n int64
+	}
+	var all []sc
+	var total int64
+	for s, n := range counts {
+		if n > 0 {
+			all = append(all, sc{s, n})
+			total += n
+		}
+	}
+	// Most frequent first; a fixed order on ties so the result is deterministic.
+	sort.Slice(all, func(i, j int) bool {
+		if all[i].n != all[j].n {
+			return all[i].n > all[j].n
+		}
+		a, b := all[i].s, all[j].s
+		if a.Cards != b.Cards {
+			return a.Cards < b.Cards
+		}
+		if a.Share != b.Share {
+			return a.Share < b.Share
+		}
+		if a.CPUMilli != b.CPUMilli {
+			return a.CPUMilli < b.CPUMilli
+		}
+		return a.Models < b.Models
+	})
+	w := &Workload{}
+	var kept int64
+	for _, e := range all {
+		if float64(kept) >= coverage*float64(total) {
+			break
+		}
+		w.Shapes = append(w.Shapes, WeightedShape{Shape: e.s, Weight: float64(e.n), models: splitModels(e.s.Models)})
+		kept += e.n
+	}
+	for i := range w.Shapes {
+		w.Shapes[i].Weight /= float64(kept)
+	}
+	return w
+}
+
+func splitModels(s string) []string {
+	if s == "" {
+		return nil
+	}
+	return strings.Split(s, "|")
+}
+
+// Fragmentation is the node's expected fragmentation under the workload:
+// for each shape, weighted by its frequency, the free GPU memory that shape
+// cannot use. If the shape cannot run on the node at all (CPU, model, not
+// enough cards with room) that is all the free memory; otherwise it is the
+// free memory of the cards that could not hold one more of it.
+func Fragmentation(n *Node, w *Workload) float64 {
+	return fragmentation(n, w, -1, 0)
+}
+
+// fragmentation is Fragmentation with extra units used on n.Cards[pos]
+// (pos -1: none), so that card choices are rated without copying the node.
+func fragmentation(n *Node, w *Workload, pos int, extra int64) float64 {
+	if w == nil {
+		return 0
+	}
+	var f float64
+	for si := range w.Shapes {
+		f += w.Shapes[si].Weight * float64(shapeFragment(n, &w.Shapes[si], pos, extra))
+	}
+	return f
+}
+
+func shapeFragment(n *Node, s *WeightedShape, pos int, extra int64) int64 {
+	var idle, frag int64
+	fit := 0
+	for i := range n.Cards {
+		c := &n.Cards[i]
+		if !c.Healthy {
+			continue
+		}
+		used := c.Used
+		if i == pos {
+			used += extra
+		}
+		free := max(c.Total-used, 0)
+		idle += free
+		if s.Cards == 0 {
+			continue
+		}
+		need := s.Share
+		if need == 0 { // whole card
+			need = c.Total
+		}
+		if free >= need && contract.ModelAllowed(s.models, c.Model) {
+			fit++
+		} else {
+			frag += free
+		}
+	}
+	if (n.Resources && n.CPUFree < s.CPUMilli) || fit < s.Cards {
+		return idle
+	}
+	return frag
+}
+
+func init() {
+	register(&Policy{
+		Name:          FGD,
+		NeedsWorkload: true,
+		// The card whose use leaves the node least fragmented.
+		CardCost: func(n *Node, i int, share int64, w *Workload) float64 {
+			return fragmentation(n, w, i, share)
+		},
+		// Minus the growth of the node's fragmentation: FGD's gradient step.
+		NodeScore: func(before, after *Node, w *Workload) float64 {
+			return Fragmentation(before, w) - Fragmentation(after, w)
+		},
+	})
+}

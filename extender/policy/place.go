@@ -1,0 +1,338 @@
+package policy
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/gpupack/gpupack/contract"
+)
+
+// searchBudget bounds the backtracking of Place: the number of card choices
+// it tries before it settles for what it found (real pods need a handful).
+const searchBudget = 4096
+
+// Decision is a placement of a pod on a node, with the policy's raw score.
+type Decision struct {
+	Node  string
+	Alloc contract.Allocation
+	Score float64
+}
+
+// UnfitKind says why a pod does not fit a node.
+type UnfitKind int
+
+const (
+	// UnfitNoCards: the node has no GPU card at all.
+	UnfitNoCards UnfitKind = iota
+	// UnfitModel: no healthy card of an allowed model.
+	UnfitModel
+	// UnfitShare: no card has the free memory one share needs.
+	UnfitShare
+	// UnfitMultiCard: not enough cards with the per-card share free.
+	UnfitMultiCard
+	// UnfitWholeCard: not enough whole free cards.
+	UnfitWholeCard
+	// UnfitTogether: each container fits alone, not all of them at once.
+	UnfitTogether
+	// UnfitCPU / UnfitMemory: CPU or memory short (known resources only).
+	UnfitCPU
+	UnfitMemory
+)
+
+// Unfit explains why a pod does not fit a node, in numbers.
+type Unfit struct {
+	Kind UnfitKind
+	// Container is the name of the container that does not fit.
+	Container string
+	// Need and Have: units (share kinds), cards (card kinds), millicores or MiB.
+	Need, Have int64
+	// Cards is the number of cards the container wants.
+	Cards int
+	// Models are the allowed models; NodeModels what the node has.
+	Models, NodeModels []string
+	// Unresolvable is true when the pod would not fit even on the empty,
+	// healthy node: no eviction or recovery can help.
+	Unresolvable bool
+}
+
+// Message is the reason as a user reads it, with memory in unit.
+func (u *Unfit) Message(unit contract.Unit) string {
+	switch u.Kind {
+	case UnfitNoCards:
+		return "node has no GPU card (no " + contract.AnnotationInventory + " annotation and no " + string(contract.ResourceGPUMem) + " allocatable)"
+	case UnfitModel:
+		return fmt.Sprintf("no healthy card of an allowed model (pod allows %s; node has %s)", strings.Join(u.Models, "|"), strings.Join(u.NodeModels, ", "))
+	case UnfitShare:
+		if u.Have == 0 {
+			return fmt.Sprintf("no card has free memory, container %q needs %d %s", u.Container, u.Need, unit)
+		}
+		return fmt.Sprintf("largest free card has %d %s, container %q needs %d %s", u.Have, unit, u.Container, u.Need, unit)
+	case UnfitMultiCard:
+		return fmt.Sprintf("container %q needs %d %s on each of %d cards; %d cards have that much free", u.Container, u.Need, unit, u.Cards, u.Have)
+	case UnfitWholeCard:
+		return fmt.Sprintf("container %q needs %d whole free cards; node has %d", u.Container, u.Need, u.Have)
+	case UnfitTogether:
+		return fmt.Sprintf("each GPU container fits alone but not all together: pod needs %d %s in all, node has %d %s free", u.Need, unit, u.Have, unit)
+	case UnfitCPU:
+		return fmt.Sprintf("node has %dm CPU free, pod needs %dm", u.Have, u.Need)
+	case UnfitMemory:
+		return fmt.Sprintf("node has %d MiB memory free, pod needs %d MiB", u.Have, u.Need)
+	}
+	return "does not fit"
+}
+
+// Place finds where the pod goes on the node under policy p: the cards the
+// policy's CardCost prefers, searched with backtracking so that a pod that
+// fits in some way is never rejected. It returns the decision with
+// p.NodeScore, or why the pod does not fit.
+func Place(n *Node, r *Request, p *Policy, w *Workload) (Decision, *Unfit) {
+	alloc, unfit := search(n, r, p, w)
+	if unfit != nil {
+		if _, again := search(emptied(n), r, p, w); again != nil {
+			unfit.Unresolvable = true
+		}
+		return Decision{}, unfit
+	}
+	after := n.Clone()
+	after.Apply(alloc)
+	return Decision{Node: n.Name, Alloc: alloc, Score: p.NodeScore(n, after, w)}, nil
+}
+
+// Fits reports whether the pod fits the node at all (any card choice).
+func Fits(n *Node, r *Request) *Unfit {
+	_, u := Place(n, r, &firstFit, nil)
+	return u
+}
+
+// firstFit is the policy-less search used by Fits: lowest index first.
+var firstFit = Policy{
+	Name:      "first-fit",
+	CardCost:  func(*Node, int, int64, *Workload) float64 { return 0 },
+	NodeScore: func(*Node, *Node, *Workload) float64 { return 0 },
+}
+
+// emptied is n with every card free and healthy: what could fit there at best.
+func emptied(n *Node) *Node {
+	e := n.Clone()
+	for i := range e.Cards {
+		e.Cards[i].Used = 0
+		e.Cards[i].Healthy = true
+	}
+	return e
+}
+
+func search(n *Node, r *Request, p *Policy, w *Workload) (contract.Allocation, *Unfit) {
+	if n.Resources {
+		if r.CPUMilli > n.CPUFree {
+			return nil, &Unfit{Kind: UnfitCPU, Need: r.CPUMilli, Have: n.CPUFree}
+		}
+		if r.MemMiB > n.MemFree {
+			return nil, &Unfit{Kind: UnfitMemory, Need: r.MemMiB, Have: n.MemFree}
+		}
+	}
+	if len(r.Containers) == 0 {
+		return contract.Allocation{}, nil
+	}
+	if len(n.Cards) == 0 {
+		return nil, &Unfit{Kind: UnfitNoCards}
+	}
+	// Each container alone first: that gives the precise reason.
+	for _, c := range r.Containers {
+		if u := aloneUnfit(n, r, c); u != nil {
+			return nil, u
+		}
+	}
+	s := searcher{node: n.Clone(), req: r, policy: p, w: w, budget: searchBudget, alloc: contract.Allocation{}}
+	s.order = make([]contract.ContainerRequest, len(r.Containers))
+	copy(s.order, r.Containers)
+	// Hardest first: whole cards, then the largest per-card share, then most cards.
+	sort.SliceStable(s.order, func(i, j int) bool {
+		a, b := s.order[i], s.order[j]
+		if a.Whole() != b.Whole() {
+			return a.Whole()
+		}
+		if a.PerCard() != b.PerCard() {
+			return a.PerCard() > b.PerCard()
+		}
+		return a.Cards() > b.Cards()
+	})
+	if s.container(0) {
+		return s.alloc, nil
+	}
+	return nil, &Unfit{Kind: UnfitTogether, Need: r.shareTotal(), Have: n.Free()}
+}
+
+// aloneUnfit says why container c cannot fit the node even by itself.
+func aloneUnfit(n *Node, r *Request, c contract.ContainerRequest) *Unfit {
+	var eligible, whole, enough int
+	var largest int64
+	var models []string
+	for i := range n.Cards {
+		card := &n.Cards[i]
+		models = append(models, modelName(card))
+		if !r.eligible(card) {
+			continue
+		}
+		eligible++
+		if card.Used == 0 {
+			whole++
+		}
+		if f := card.Free(); f > largest {
+			largest = f
+		}
+		if !c.Whole() && card.Free() >= c.PerCard() {
+			enough++
+		}
+	}
+	switch {
+	case eligible == 0:
+		return &Unfit{Kind: UnfitModel, Container: c.Name, Models: modelsOrAny(r.Models), NodeModels: countModels(models)}
+	case c.Whole() && whole < c.Cards():
+		return &Unfit{Kind: UnfitWholeCard, Container: c.Name, Need: int64(c.Cards()), Have: int64(whole), Cards: c.Cards()}
+	case !c.Whole() && c.Cards() == 1 && enough == 0:
+		return &Unfit{Kind: UnfitShare, Container: c.Name, Need: c.PerCard(), Have: largest, Cards: 1}
+	case !c.Whole() && enough < c.Cards():
+		return &Unfit{Kind: UnfitMultiCard, Container: c.Name, Need: c.PerCard(), Have: int64(enough), Cards: c.Cards()}
+	}
+	return nil
+}
+
+func modelName(c *Card) string {
+	m := c.Model
+	if m == "" {
+		m = "unknown model"
+	}
+	if !c.Healthy {
+		m += " (unhealthy)"
+	}
+	return m
+}
+
+func modelsOrAny(m []string) []string {
+	if len(m) == 0 {
+		return []string{"any"}
+	}
+	return m
+}
+
+// countModels turns [T4 T4 A10] into [2 x T4, 1 x A10], in first-seen order.
+func countModels(models []string) []string {
+	var order []string
+	count := map[string]int{}
+	for _, m := range models {
+		if count[m] == 0 {
+			order = append(order, m)
+		}
+		count[m]++
+	}
+	out := make([]string, len(order))
+	for i, m := range order {
+		out[i] = fmt.Sprintf("%d x %s", count[m], m)
+	}
+	return out
+}
+
+// searcher is the backtracking state of one Place call.
+type searcher struct {
+	node   *Node // scratch copy, changed as shares are placed
+	req    *Request
+	policy *Policy
+	w      *Workload
+	order  []contract.ContainerRequest
+	alloc  contract.Allocation
+	budget int
+}
+
+// container places order[ci:] and reports success.
+func (s *searcher) container(ci int) bool {
+	if ci == len(s.order) {
+		return true
+	}
+	c := s.order[ci]
+	s.alloc[c.Index] = map[int]int64{}
+	if s.card(ci, c, 0) {
+		return true
+	}
+	delete(s.alloc, c.Index)
+	return false
+}
+
+// card places the k-th card of container c, then the rest.
+func (s *searcher) card(ci int, c contract.ContainerRequest, k int) bool {
+	if k == c.Cards() {
+		return s.container(ci + 1)
+	}
+	used := s.alloc[c.Index]
+	for _, i := range s.candidates(c, used) {
+		if s.budget <= 0 {
+			return false
+		}
+		s.budget--
+		card := &s.node.Cards[i]
+		share := c.PerCard()
+		if c.Whole() {
+			share = card.Total
+		}
+		card.Used += share
+		used[card.Index] = share
+		if s.card(ci, c, k+1) {
+			return true
+		}
+		delete(used, card.Index)
+		card.Used -= share
+	}
+	return false
+}
+
+// candidates lists the positions of the cards that can take the next share
+// of c, cheapest first by the policy, lowest index on ties. Cards that are
+// interchangeable (same model, size, use) are tried once.
+func (s *searcher) candidates(c contract.ContainerRequest, used map[int]int64) []int {
+	type cand struct {
+		pos       int
+		cost      float64
+		freeAfter int64
+	}
+	var cands []cand
+	type kind struct {
+		total, used int64
+		model       string
+	}
+	seen := make(map[kind]bool, len(s.node.Cards))
+	for i := range s.node.Cards {
+		card := &s.node.Cards[i]
+		if _, taken := used[card.Index]; taken || !s.req.eligible(card) {
+			continue
+		}
+		share := c.PerCard()
+		if c.Whole() {
+			if card.Used != 0 {
+				continue
+			}
+		} else if card.Free() < share {
+			continue
+		}
+		k := kind{card.Total, card.Used, card.Model}
+		if seen[k] {
+			continue
+		}
+		seen[k] = true
+		if c.Whole() {
+			share = card.Total
+		}
+		cands = append(cands, cand{pos: i, cost: s.policy.CardCost(s.node, i, share, s.w), freeAfter: card.Free() - share})
+	}
+	// Ties go to the best fit, then to the lowest index (the cards' order).
+	sort.SliceStable(cands, func(a, b int) bool {
+		if cands[a].cost != cands[b].cost {
+			return cands[a].cost < cands[b].cost
+		}
+		return cands[a].freeAfter < cands[b].freeAfter
+	})
+	out := make([]int, len(cands))
+	for i, c := range cands {
+		out[i] = c.pos
+	}
+	return out
+}

@@ -1,0 +1,104 @@
+package policy
+
+import (
+	"fmt"
+	"math"
+	"sort"
+	"strings"
+
+	extenderv1 "k8s.io/kube-scheduler/extender/v1"
+)
+
+// Name names a registered policy.
+type Name string
+
+// The policies gpupack ships.
+const (
+	// Binpack is gpushare's card choice (the card with the least free memory
+	// that still fits, "best fit") extended across nodes: the node left with
+	// the least free GPU memory wins.
+	Binpack Name = "binpack"
+	// Spread puts each share on the emptiest card of the emptiest node.
+	Spread Name = "spread"
+	// FGD is Fragmentation Gradient Descent (Weng et al., USENIX ATC 2023):
+	// the node and cards whose fragmentation, measured against the workload,
+	// grows least.
+	FGD Name = "fgd"
+)
+
+// Default is the policy the extender uses when none is configured: the one
+// that leaves the fewest GPUs unallocated on the openb trace.
+const Default = FGD
+
+// Policy is a pair of pure functions.
+type Policy struct {
+	Name Name
+	// CardCost rates putting share units on n.Cards[i] (for a whole card,
+	// share is the card's size); the search tries cheaper cards first.
+	CardCost func(n *Node, i int, share int64, w *Workload) float64
+	// NodeScore rates a node after a placement; higher is better. before is
+	// the node as it was, after with the placement applied.
+	NodeScore func(before, after *Node, w *Workload) float64
+	// NeedsWorkload tells whether the policy reads the workload estimate.
+	NeedsWorkload bool
+}
+
+var registry = map[Name]*Policy{}
+
+func register(p *Policy) {
+	if _, dup := registry[p.Name]; dup {
+		panic("policy registered twice: " + string(p.Name))
+	}
+	registry[p.Name] = p
+}
+
+// Get returns the named policy, or an error that lists the known ones.
+func Get(name Name) (*Policy, error) {
+	if name == "" || name == "default" {
+		name = Default
+	}
+	p, ok := registry[name]
+	if !ok {
+		return nil, fmt.Errorf("unknown policy %q: known policies are %s", name, strings.Join(Names(), ", "))
+	}
+	return p, nil
+}
+
+// Names lists the registered policies, sorted.
+func Names() []string {
+	out := make([]string, 0, len(registry))
+	for n := range registry {
+		out = append(out, string(n))
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Normalize maps raw scores to the extender range 0..10. The best raw score
+// gets 10 and only it (ties aside): every other node gets at most 9, scaled
+// linearly between the worst (0) and the best. So the node the policy
+// prefers is the one kube-scheduler's extender score ranks first.
+func Normalize(raw []float64) []int64 {
+	out := make([]int64, len(raw))
+	if len(raw) == 0 {
+		return out
+	}
+	lo, hi := raw[0], raw[0]
+	for _, v := range raw {
+		lo = math.Min(lo, v)
+		hi = math.Max(hi, v)
+	}
+	const top = extenderv1.MaxExtenderPriority
+	for i, v := range raw {
+		switch {
+		case v == hi:
+			out[i] = top
+		case hi == lo:
+			out[i] = top
+		default:
+			s := int64(math.Floor(float64(top-1) * (v - lo) / (hi - lo)))
+			out[i] = max(extenderv1.MinExtenderPriority, min(s, top-1))
+		}
+	}
+	return out
+}

@@ -1,0 +1,109 @@
+package policy
+
+import (
+	"github.com/gpupack/gpupack/contract"
+)
+
+// Card is one card as placement sees it. Total and Used are in memory units
+// (the cluster's GiB or MiB; the simulator uses thousandths of a card).
+type Card struct {
+	Index   int
+	Model   string
+	Total   int64
+	Used    int64
+	Healthy bool
+}
+
+// Free is what is left on the card (never negative, even when a drifted card
+// is over-committed).
+func (c *Card) Free() int64 {
+	if c.Used >= c.Total {
+		return 0
+	}
+	return c.Total - c.Used
+}
+
+// Node is one node's GPU state, plus its CPU and memory when they are known.
+type Node struct {
+	Name  string
+	Cards []Card
+	// Resources tells whether CPUFree and MemFree are known. The extender
+	// leaves CPU and memory to kube-scheduler; the simulator checks them here.
+	Resources bool
+	CPUFree   int64 // millicores
+	MemFree   int64 // MiB
+}
+
+// Clone returns a deep copy that placement can change.
+func (n *Node) Clone() *Node {
+	c := *n
+	c.Cards = append([]Card(nil), n.Cards...)
+	return &c
+}
+
+// card returns the card with the given index, or nil.
+func (n *Node) card(index int) *Card {
+	for i := range n.Cards {
+		if n.Cards[i].Index == index {
+			return &n.Cards[i]
+		}
+	}
+	return nil
+}
+
+// Free sums the free memory of the healthy cards.
+func (n *Node) Free() int64 {
+	var f int64
+	for i := range n.Cards {
+		if n.Cards[i].Healthy {
+			f += n.Cards[i].Free()
+		}
+	}
+	return f
+}
+
+// Total sums the memory of the healthy cards.
+func (n *Node) Total() int64 {
+	var t int64
+	for i := range n.Cards {
+		if n.Cards[i].Healthy {
+			t += n.Cards[i].Total
+		}
+	}
+	return t
+}
+
+// Apply adds an allocation to the node's cards. It does not check fit.
+func (n *Node) Apply(a contract.Allocation) {
+	for idx, u := range a.PerCard() {
+		if c := n.card(idx); c != nil {
+			c.Used += u
+		}
+	}
+}
+
+// Request is what one pod asks for.
+type Request struct {
+	Containers []contract.ContainerRequest
+	// Models the pod allows (nil: any).
+	Models []string
+	// CPU (millicores) and memory (MiB), checked only on nodes whose
+	// Resources are known.
+	CPUMilli int64
+	MemMiB   int64
+}
+
+// Total is the memory the pod asks for, counting a whole card as its size
+// when the card is known (0 otherwise).
+func (r *Request) shareTotal() int64 {
+	var t int64
+	for _, c := range r.Containers {
+		t += c.Mem
+	}
+	return t
+}
+
+// eligible reports whether a card may hold any share of r.
+func (r *Request) eligible(c *Card) bool {
+	return c.Healthy && contract.ModelAllowed(r.Models, c.Model)
+}
