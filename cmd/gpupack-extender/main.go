@@ -1,0 +1,103 @@
+// Command gpupack-extender is gpupack's kube-scheduler extender.
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/klog/v2"
+
+	"github.com/gpupack/gpupack/extender"
+	"github.com/gpupack/gpupack/extender/config"
+	"github.com/gpupack/gpupack/extender/policy"
+)
+
+func main() {
+	if err := newCommand().Execute(); err != nil {
+		os.Exit(1)
+	}
+}
+
+func newCommand() *cobra.Command {
+	var kubeconfig, configFile, pol string
+	var port int
+	cmd := &cobra.Command{
+		Use:   "gpupack-extender",
+		Short: "kube-scheduler extender that bin-packs GPU memory shares (aliyun.com/gpu-mem) across cards and nodes",
+		Long: `gpupack-extender answers kube-scheduler's extender calls for pods that ask for
+aliyun.com/gpu-mem or aliyun.com/gpu-count: filter, prioritize and bind under
+the prefix /gpushare-scheduler, as gpushare-scheduler-extender did. It also
+serves /gpushare-scheduler/inspect[/<node>], /healthz, /readyz, /metrics and
+/version.
+
+Settings not given as flags come from --config, a YAML file (fields: port,
+address, policy, memoryUnit, signingKeyFile, fgdCoverage, parallelism,
+bindTimeout, clientQPS, clientBurst, tls{certFile,keyFile,clientCAFile}).
+Flags win over the file.`,
+		SilenceUsage: true,
+		Version:      extender.Version,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg := &config.Config{}
+			if configFile != "" {
+				var err error
+				if cfg, err = config.Load(configFile); err != nil {
+					return err
+				}
+			}
+			if cmd.Flags().Changed("port") {
+				cfg.Port = port
+			}
+			if cmd.Flags().Changed("policy") {
+				cfg.Policy = pol
+			}
+			config.SetDefaults(cfg)
+			if errs := config.Validate(cfg); len(errs) > 0 {
+				return fmt.Errorf("invalid configuration: %w", errs.ToAggregate())
+			}
+			rc, err := restConfig(kubeconfig)
+			if err != nil {
+				return err
+			}
+			rc.QPS, rc.Burst = cfg.ClientQPS, cfg.ClientBurst
+			rc.UserAgent = "gpupack-extender/" + extender.Version
+			client, err := kubernetes.NewForConfig(rc)
+			if err != nil {
+				return fmt.Errorf("building the API client: %w", err)
+			}
+			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			ctx = klog.NewContext(ctx, klog.Background().WithName("gpupack-extender"))
+			return extender.Run(ctx, cfg, client)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&kubeconfig, "kubeconfig", "", "path to a kubeconfig; empty uses the in-cluster config")
+	f.IntVar(&port, "port", config.DefaultPort, "port to serve the extender API on")
+	f.StringVar(&pol, "policy", "default", fmt.Sprintf("scoring policy: one of %v, or default (%s)", policy.Names(), policy.Default))
+	f.StringVar(&configFile, "config", "", "YAML configuration file for the other settings (see above)")
+	klogFlags := flagSet()
+	f.AddGoFlagSet(klogFlags)
+	return cmd
+}
+
+func restConfig(kubeconfig string) (*rest.Config, error) {
+	if kubeconfig == "" {
+		rc, err := rest.InClusterConfig()
+		if err != nil {
+			return nil, fmt.Errorf("no --kubeconfig given and not running in a cluster: %w", err)
+		}
+		return rc, nil
+	}
+	rc, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+	if err != nil {
+		return nil, fmt.Errorf("loading kubeconfig %s: %w", kubeconfig, err)
+	}
+	return rc, nil
+}

@@ -1,0 +1,131 @@
+package cache
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
+	resourcehelper "k8s.io/component-helpers/resource"
+
+	"github.com/gpupack/gpupack/contract"
+	"github.com/gpupack/gpupack/extender/policy"
+)
+
+// Trust tells where a pod's allocation came from.
+type Trust string
+
+const (
+	// Assumed: decided by this extender, bind in flight or done.
+	Assumed Trust = "assumed"
+	// Signed: read from annotations that carry this extender's signature.
+	Signed Trust = "signed"
+	// Claimed: read from unsigned annotations (the old gpushare extender, a
+	// pod created with spec.nodeName, or a forgery) and used because it fit
+	// after every trusted decision.
+	Claimed Trust = "claimed"
+	// Fitted: the pod's annotations were missing, wrong or did not fit, so
+	// the extender put it where it fits best, to account for its memory.
+	Fitted Trust = "fitted"
+	// Unplaced: the pod holds memory on the node but fits no card: the node
+	// is over-committed (state drift, a card gone).
+	Unplaced Trust = "unplaced"
+)
+
+// podState is what the cache keeps of one pod.
+type podState struct {
+	uid       types.UID
+	namespace string
+	name      string
+	node      string
+	created   int64 // creation time, Unix ns, to order untrusted pods
+	req       *policy.Request
+	// claim is what the annotations say (nil when unsigned and malformed).
+	claim contract.Allocation
+	// alloc is what the cache counts on the node's cards.
+	alloc contract.Allocation
+	trust Trust
+	// bound is false while the bind is in flight (assumed only).
+	bound bool
+}
+
+func (p *podState) trusted() bool { return p.trust == Assumed || p.trust == Signed }
+
+// RequestOf builds the placement request of a pod: its GPU containers, the
+// models it allows, its CPU and memory. It returns contract.ErrNoGPU for a pod
+// without GPU.
+// On any error the request still carries the CPU and memory, and no GPU.
+func RequestOf(pod *corev1.Pod) (*policy.Request, error) {
+	res := resourcehelper.PodRequests(pod, resourcehelper.PodResourcesOptions{})
+	req := &policy.Request{CPUMilli: res.Cpu().MilliValue(), MemMiB: res.Memory().Value() >> 20}
+	cs, err := contract.PodRequests(pod)
+	if err != nil {
+		return req, err
+	}
+	req.Containers, req.Models = cs, contract.PodModels(pod)
+	return req, nil
+}
+
+// claimOf reads the allocation a bound pod's annotations claim, checked
+// against the pod's own request: every GPU container present with its share
+// on the right number of distinct cards. It returns whether the claim is
+// signed by key.
+func claimOf(pod *corev1.Pod, req *policy.Request, key []byte) (contract.Allocation, bool, error) {
+	ann := pod.Annotations
+	var a contract.Allocation
+	if s, ok := ann[contract.AnnotationAllocation]; ok {
+		var err error
+		if a, err = contract.ParseAllocation(s); err != nil {
+			return nil, false, err
+		}
+	} else if s, ok := ann[contract.AnnotationIndex]; ok && len(req.Containers) == 1 && req.Containers[0].Cards() == 1 && !req.Containers[0].Whole() {
+		// The old extender wrote only the card index for one-card pods.
+		idx, err := strconv.Atoi(s)
+		if err != nil || idx < 0 {
+			return nil, false, fmt.Errorf("%s %q is not a card index", contract.AnnotationIndex, s)
+		}
+		c := req.Containers[0]
+		a = contract.Allocation{c.Index: {idx: c.Mem}}
+	} else {
+		return nil, false, errors.New("no allocation annotation")
+	}
+	if err := matches(a, req); err != nil {
+		return nil, false, err
+	}
+	sig, ok := ann[contract.AnnotationSignature]
+	signed := ok && len(key) > 0 && ann[contract.AnnotationNode] == pod.Spec.NodeName &&
+		contract.Verify(key, string(pod.UID), pod.Spec.NodeName, ann[contract.AnnotationAllocation], sig)
+	return a, signed, nil
+}
+
+// matches checks that an allocation gives each GPU container of req what it
+// asks for (whole cards are checked for count only: their size is the card's).
+func matches(a contract.Allocation, req *policy.Request) error {
+	if len(a) != len(req.Containers) {
+		return fmt.Errorf("allocation names %d containers, pod has %d GPU containers", len(a), len(req.Containers))
+	}
+	for _, c := range req.Containers {
+		cards, ok := a[c.Index]
+		if !ok {
+			return fmt.Errorf("allocation misses container %d (%s)", c.Index, c.Name)
+		}
+		if len(cards) != c.Cards() {
+			return fmt.Errorf("allocation gives container %s %d cards, it asks for %d", c.Name, len(cards), c.Cards())
+		}
+		if c.Whole() {
+			continue
+		}
+		for card, u := range cards {
+			if u != c.PerCard() {
+				return fmt.Errorf("allocation gives container %s %d units on card %d, it asks for %d", c.Name, u, card, c.PerCard())
+			}
+		}
+	}
+	return nil
+}
+
+// terminal reports whether a pod holds no resources any more.
+func terminal(pod *corev1.Pod) bool {
+	return pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed
+}

@@ -1,0 +1,50 @@
+package config
+
+import (
+	"time"
+
+	"k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// Config is the extender's configuration (YAML or JSON file).
+type Config struct {
+	// Port the extender listens on.
+	Port int `json:"port,omitempty"`
+	// Address to bind, e.g. "127.0.0.1" for a sidecar on loopback; "" for all.
+	Address string `json:"address,omitempty"`
+	// Policy names the scoring policy: binpack, spread, fgd, or "default".
+	Policy string `json:"policy,omitempty"`
+	// MemoryUnit of aliyun.com/gpu-mem: GiB or MiB, as the device plugins use.
+	MemoryUnit string `json:"memoryUnit,omitempty"`
+	// SigningKeyFile holds the key that signs every decision (any bytes, 32
+	// or more). Decisions signed with it are trusted when state is rebuilt.
+	// Without it a random key is used, and after a restart earlier decisions
+	// are used only where they fit (never over-committing a card).
+	SigningKeyFile string `json:"signingKeyFile,omitempty"`
+	// FGDCoverage is the fraction of pods the FGD workload estimate keeps
+	// (its most frequent shapes).
+	FGDCoverage float64 `json:"fgdCoverage,omitempty"`
+	// Parallelism is how many goroutines evaluate nodes for one pod.
+	Parallelism int `json:"parallelism,omitempty"`
+	// BindTimeout bounds the annotation patch and the Binding.
+	BindTimeout v1.Duration `json:"bindTimeout,omitempty"`
+	// ClientQPS and ClientBurst are the API client's rate limits.
+	ClientQPS   float32 `json:"clientQPS,omitempty"`
+	ClientBurst int     `json:"clientBurst,omitempty"`
+	// TLS serves HTTPS when set.
+	TLS *TLS `json:"tls,omitempty"`
+}
+
+// TLS is the extender's serving certificate and, optionally, the CA of the
+// client certificates that may call /bind (kube-scheduler's extender
+// tlsConfig can present one).
+type TLS struct {
+	CertFile string `json:"certFile"`
+	KeyFile  string `json:"keyFile"`
+	// ClientCAFile: when set, /bind requires a client certificate signed by
+	// this CA; the other routes accept one but do not require it.
+	ClientCAFile string `json:"clientCAFile,omitempty"`
+}
+
+// BindTimeoutDuration is BindTimeout as a time.Duration.
+func (c *Config) BindTimeoutDuration() time.Duration { return c.BindTimeout.Duration }

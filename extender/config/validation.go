@@ -1,0 +1,47 @@
+package config
+
+import (
+	"k8s.io/apimachinery/pkg/util/validation/field"
+
+	"github.com/gpupack/gpupack/contract"
+	"github.com/gpupack/gpupack/extender/policy"
+)
+
+// Validate checks a defaulted configuration.
+func Validate(c *Config) field.ErrorList {
+	var errs field.ErrorList
+	if c.Port < 1 || c.Port > 65535 {
+		errs = append(errs, field.Invalid(field.NewPath("port"), c.Port, "must be 1..65535"))
+	}
+	if _, err := policy.Get(policy.Name(c.Policy)); err != nil {
+		errs = append(errs, field.NotSupported(field.NewPath("policy"), c.Policy, append(policy.Names(), "default")))
+	}
+	if _, err := contract.ParseUnit(c.MemoryUnit); err != nil {
+		errs = append(errs, field.NotSupported(field.NewPath("memoryUnit"), c.MemoryUnit, []string{string(contract.GiB), string(contract.MiB)}))
+	}
+	if c.FGDCoverage <= 0 || c.FGDCoverage > 1 {
+		errs = append(errs, field.Invalid(field.NewPath("fgdCoverage"), c.FGDCoverage, "must be in (0, 1]"))
+	}
+	if c.Parallelism < 1 {
+		errs = append(errs, field.Invalid(field.NewPath("parallelism"), c.Parallelism, "must be at least 1"))
+	}
+	if c.BindTimeout.Duration <= 0 {
+		errs = append(errs, field.Invalid(field.NewPath("bindTimeout"), c.BindTimeout.Duration.String(), "must be positive"))
+	}
+	if c.ClientQPS <= 0 {
+		errs = append(errs, field.Invalid(field.NewPath("clientQPS"), c.ClientQPS, "must be positive"))
+	}
+	if c.ClientBurst < 1 {
+		errs = append(errs, field.Invalid(field.NewPath("clientBurst"), c.ClientBurst, "must be at least 1"))
+	}
+	if t := c.TLS; t != nil {
+		p := field.NewPath("tls")
+		if t.CertFile == "" {
+			errs = append(errs, field.Required(p.Child("certFile"), "the serving certificate"))
+		}
+		if t.KeyFile == "" {
+			errs = append(errs, field.Required(p.Child("keyFile"), "the serving certificate's key"))
+		}
+	}
+	return errs
+}

@@ -1,0 +1,173 @@
+package extender
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/klog/v2"
+	extenderv1 "k8s.io/kube-scheduler/extender/v1"
+
+	"github.com/gpupack/gpupack/contract"
+	"github.com/gpupack/gpupack/extender/cache"
+	"github.com/gpupack/gpupack/extender/policy"
+)
+
+// errBadRequest marks a request the extender cannot read; the HTTP layer
+// answers 400.
+var errBadRequest = errors.New("bad request")
+
+// nodeNames returns the candidate nodes of args, in either mode.
+func nodeNames(args *extenderv1.ExtenderArgs) ([]string, error) {
+	if args.NodeNames != nil {
+		return *args.NodeNames, nil
+	}
+	if args.Nodes != nil {
+		names := make([]string, len(args.Nodes.Items))
+		for i := range args.Nodes.Items {
+			names[i] = args.Nodes.Items[i].Name
+		}
+		return names, nil
+	}
+	return nil, fmt.Errorf("%w: neither nodenames nor nodes is set", errBadRequest)
+}
+
+func checkArgs(args *extenderv1.ExtenderArgs) ([]string, error) {
+	if args.Pod == nil {
+		return nil, fmt.Errorf("%w: no pod", errBadRequest)
+	}
+	if args.Pod.UID == "" {
+		return nil, fmt.Errorf("%w: pod %s has no uid", errBadRequest, klog.KObj(args.Pod))
+	}
+	return nodeNames(args)
+}
+
+// Filter keeps the nodes where every GPU container of the pod fits on
+// healthy cards of an allowed model, and says for each other node why not.
+func (s *Server) Filter(ctx context.Context, args *extenderv1.ExtenderArgs) (*extenderv1.ExtenderFilterResult, error) {
+	names, err := checkArgs(args)
+	if err != nil {
+		return nil, err
+	}
+	log := klog.FromContext(ctx).WithValues("pod", klog.KObj(args.Pod))
+	res := &extenderv1.ExtenderFilterResult{FailedNodes: extenderv1.FailedNodesMap{}, FailedAndUnresolvableNodes: extenderv1.FailedNodesMap{}}
+	req, err := cache.RequestOf(args.Pod)
+	switch {
+	case errors.Is(err, contract.ErrNoGPU):
+		// Not ours to judge: every node passes.
+		return passAll(args, res), nil
+	case err != nil:
+		// A request no node can ever serve: say so on every node.
+		log.V(2).Info("Rejecting a GPU request", "err", err)
+		msg := "gpupack: " + err.Error()
+		for _, n := range names {
+			res.FailedAndUnresolvableNodes[n] = msg
+		}
+		s.metrics.rejections.WithLabelValues("bad_request").Add(float64(len(names)))
+		return keep(args, res, nil), nil
+	}
+	ev := s.evaluate(ctx, req, names)
+	s.memo.put(args.Pod.UID, ev)
+	for _, n := range ev.unknown {
+		res.FailedNodes[n] = "gpupack: node is not in the extender's cache (deleted, or not yet seen)"
+		s.metrics.rejections.WithLabelValues("unknown_node").Inc()
+	}
+	for n, u := range ev.unfit {
+		msg := "gpupack: " + u.Message(s.unit)
+		if u.Unresolvable {
+			res.FailedAndUnresolvableNodes[n] = msg
+		} else {
+			res.FailedNodes[n] = msg
+		}
+		s.metrics.rejections.WithLabelValues(reasonLabel(u)).Inc()
+	}
+	log.V(4).Info("Filtered", "nodes", len(names), "fit", len(ev.fit), "unfit", len(ev.unfit), "unknown", len(ev.unknown))
+	return keep(args, res, ev.fit), nil
+}
+
+func passAll(args *extenderv1.ExtenderArgs, res *extenderv1.ExtenderFilterResult) *extenderv1.ExtenderFilterResult {
+	res.NodeNames, res.Nodes = args.NodeNames, args.Nodes
+	return res
+}
+
+// keep answers in the mode of the request with the nodes in fit, in the
+// request's order.
+func keep(args *extenderv1.ExtenderArgs, res *extenderv1.ExtenderFilterResult, fit map[string]policy.Decision) *extenderv1.ExtenderFilterResult {
+	if args.NodeNames != nil {
+		names := []string{}
+		for _, n := range *args.NodeNames {
+			if _, ok := fit[n]; ok {
+				names = append(names, n)
+			}
+		}
+		res.NodeNames = &names
+		return res
+	}
+	list := &corev1.NodeList{Items: []corev1.Node{}}
+	for i := range args.Nodes.Items {
+		if _, ok := fit[args.Nodes.Items[i].Name]; ok {
+			list.Items = append(list.Items, args.Nodes.Items[i])
+		}
+	}
+	res.Nodes = list
+	return res
+}
+
+// Prioritize scores every candidate 0..10 under the policy; the best
+// placement gets 10 alone (ties aside), nodes where the pod does not fit 0.
+func (s *Server) Prioritize(ctx context.Context, args *extenderv1.ExtenderArgs) (extenderv1.HostPriorityList, error) {
+	names, err := checkArgs(args)
+	if err != nil {
+		return nil, err
+	}
+	out := make(extenderv1.HostPriorityList, len(names))
+	for i, n := range names {
+		out[i] = extenderv1.HostPriority{Host: n}
+	}
+	req, err := cache.RequestOf(args.Pod)
+	if err != nil {
+		return out, nil // not a GPU pod, or one filter already rejected
+	}
+	ev := s.memo.get(args.Pod.UID)
+	if ev == nil || !s.fresh(ev) || !covers(ev, names) {
+		ev = s.evaluate(ctx, req, names)
+		s.memo.put(args.Pod.UID, ev)
+	}
+	var idx []int
+	var raw []float64
+	for i, n := range names {
+		if d, ok := ev.fit[n]; ok {
+			idx = append(idx, i)
+			raw = append(raw, d.Score)
+		}
+	}
+	for j, score := range policy.Normalize(raw) {
+		out[idx[j]].Score = score
+	}
+	if log := klog.FromContext(ctx).V(4); log.Enabled() {
+		top := append(extenderv1.HostPriorityList(nil), out...)
+		sort.SliceStable(top, func(a, b int) bool { return top[a].Score > top[b].Score })
+		log.Info("Prioritized", "pod", klog.KObj(args.Pod), "top", top[:min(3, len(top))])
+	}
+	return out, nil
+}
+
+// fresh reports whether no card changed since the evaluation.
+func (s *Server) fresh(ev *evaluation) bool {
+	fresh := false
+	s.cache.Read(func(gen uint64, _ func(string) *policy.Node) { fresh = gen == ev.gen })
+	return fresh
+}
+
+func covers(ev *evaluation, names []string) bool {
+	for _, n := range names {
+		_, a := ev.fit[n]
+		_, b := ev.unfit[n]
+		if !a && !b {
+			return false
+		}
+	}
+	return true
+}

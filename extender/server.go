@@ -1,0 +1,281 @@
+package extender
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"k8s.io/client-go/kubernetes"
+	corelisters "k8s.io/client-go/listers/core/v1"
+	"k8s.io/klog/v2"
+	extenderv1 "k8s.io/kube-scheduler/extender/v1"
+
+	"github.com/gpupack/gpupack/contract"
+	"github.com/gpupack/gpupack/extender/cache"
+	"github.com/gpupack/gpupack/extender/config"
+	"github.com/gpupack/gpupack/extender/policy"
+)
+
+// Version is set at build time (-ldflags -X).
+var Version = "dev"
+
+// Prefix is gpushare's URL prefix, which scheduler configurations name.
+const Prefix = "/gpushare-scheduler"
+
+// maxBody bounds a request body: a full node list of 5,000 nodes fits.
+const maxBody = 256 << 20
+
+// Server answers the extender API. Build it with NewServer.
+type Server struct {
+	cfg     *config.Config
+	client  kubernetes.Interface
+	pods    corelisters.PodLister
+	cache   *cache.Cache
+	policy  *policy.Policy
+	unit    contract.Unit
+	key     []byte
+	ready   func() bool
+	metrics *metrics
+	memo    *memo
+	// requireClientCert makes /bind refuse callers without a verified
+	// client certificate.
+	requireClientCert bool
+}
+
+// Deps are what a Server reads and writes.
+type Deps struct {
+	Client kubernetes.Interface
+	Pods   corelisters.PodLister
+	Cache  *cache.Cache
+	// Key signs decisions; it must be the cache's SigningKey.
+	Key []byte
+	// Ready reports whether the informers have synced.
+	Ready func() bool
+}
+
+// NewServer checks the configuration (already defaulted) and builds a server.
+func NewServer(cfg *config.Config, d Deps) (*Server, error) {
+	if errs := config.Validate(cfg); len(errs) > 0 {
+		return nil, fmt.Errorf("invalid extender configuration: %w", errs.ToAggregate())
+	}
+	p, err := policy.Get(policy.Name(cfg.Policy))
+	if err != nil {
+		return nil, err
+	}
+	unit, err := contract.ParseUnit(cfg.MemoryUnit)
+	if err != nil {
+		return nil, err
+	}
+	if len(d.Key) == 0 {
+		return nil, errors.New("a signing key is required")
+	}
+	return &Server{
+		cfg: cfg, client: d.Client, pods: d.Pods, cache: d.Cache, policy: p, unit: unit, key: d.Key,
+		ready: d.Ready, metrics: newMetrics(d.Cache), memo: newMemo(time.Minute),
+		requireClientCert: cfg.TLS != nil && cfg.TLS.ClientCAFile != "",
+	}, nil
+}
+
+// SigningKey reads the key file, or makes a random key when path is empty.
+func SigningKey(path string) ([]byte, error) {
+	if path == "" {
+		k := make([]byte, 32)
+		_, err := rand.Read(k)
+		return k, err
+	}
+	k, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading signing key: %w", err)
+	}
+	k = []byte(strings.TrimSpace(string(k)))
+	if len(k) < 16 {
+		return nil, fmt.Errorf("signing key %s has %d bytes; want at least 16", path, len(k))
+	}
+	return k, nil
+}
+
+// Handler is the extender's HTTP API.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("POST "+Prefix+"/filter", s.verb("filter", func(r *http.Request) (any, error) {
+		var args extenderv1.ExtenderArgs
+		if err := decode(r, &args); err != nil {
+			return nil, err
+		}
+		return s.Filter(r.Context(), &args)
+	}))
+	mux.Handle("POST "+Prefix+"/prioritize", s.verb("prioritize", func(r *http.Request) (any, error) {
+		var args extenderv1.ExtenderArgs
+		if err := decode(r, &args); err != nil {
+			return nil, err
+		}
+		return s.Prioritize(r.Context(), &args)
+	}))
+	mux.Handle("POST "+Prefix+"/bind", s.verb("bind", func(r *http.Request) (any, error) {
+		if s.requireClientCert && (r.TLS == nil || len(r.TLS.VerifiedChains) == 0) {
+			return nil, errForbidden
+		}
+		var args extenderv1.ExtenderBindingArgs
+		if err := decode(r, &args); err != nil {
+			return nil, err
+		}
+		res := &extenderv1.ExtenderBindingResult{}
+		if err := s.Bind(r.Context(), &args); err != nil {
+			if errors.Is(err, errBadRequest) {
+				return nil, err
+			}
+			res.Error = err.Error()
+		}
+		return res, nil
+	}))
+	mux.HandleFunc("GET "+Prefix+"/inspect", s.inspect)
+	mux.HandleFunc("GET "+Prefix+"/inspect/{node}", s.inspect)
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok")) })
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if s.ready != nil && !s.ready() {
+			http.Error(w, "informers have not synced", http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = w.Write([]byte("ok"))
+	})
+	mux.HandleFunc("GET /version", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"version": Version, "goVersion": runtime.Version(), "policy": string(s.policy.Name), "memoryUnit": string(s.unit)})
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.registry, promhttp.HandlerOpts{}))
+	return mux
+}
+
+var errForbidden = errors.New("forbidden: /bind requires a client certificate signed by the configured client CA")
+
+// verb wraps an extender verb: timing, body limits, error mapping, JSON.
+func (s *Server) verb(name string, fn func(*http.Request) (any, error)) http.Handler {
+	hist := s.metrics.duration.WithLabelValues(name)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		defer func() { hist.Observe(time.Since(start).Seconds()) }()
+		if s.ready != nil && !s.ready() {
+			// A partial view of the cluster could double-book a card.
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "extender is starting: informers have not synced"})
+			return
+		}
+		r.Body = http.MaxBytesReader(w, r.Body, maxBody)
+		ctx := klog.NewContext(r.Context(), klog.FromContext(r.Context()).WithValues("verb", name))
+		out, err := fn(r.WithContext(ctx))
+		switch {
+		case errors.Is(err, errForbidden):
+			writeJSON(w, http.StatusForbidden, map[string]string{"error": err.Error()})
+		case err != nil:
+			writeJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
+		default:
+			writeJSON(w, http.StatusOK, out)
+		}
+	})
+}
+
+func decode(r *http.Request, v any) error {
+	dec := json.NewDecoder(r.Body)
+	if err := dec.Decode(v); err != nil {
+		return fmt.Errorf("%w: body is not a valid request: %v", errBadRequest, err)
+	}
+	if dec.More() {
+		return fmt.Errorf("%w: trailing data after the request", errBadRequest)
+	}
+	return nil
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// InspectResult is what /inspect answers.
+type InspectResult struct {
+	Unit  contract.Unit    `json:"unit"`
+	Nodes []cache.NodeInfo `json:"nodes"`
+}
+
+func (s *Server) inspect(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("node")
+	nodes := s.cache.Inspect(name)
+	if name != "" && len(nodes) == 0 {
+		writeJSON(w, http.StatusNotFound, map[string]string{"error": "node " + name + " is not known to the extender"})
+		return
+	}
+	if nodes == nil {
+		nodes = []cache.NodeInfo{}
+	}
+	writeJSON(w, http.StatusOK, InspectResult{Unit: s.unit, Nodes: nodes})
+}
+
+// Serve runs the HTTP(S) server on l until ctx ends, then shuts it down.
+func (s *Server) Serve(ctx context.Context, l net.Listener) error {
+	log := klog.FromContext(ctx)
+	srv := &http.Server{
+		Handler:           s.Handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		BaseContext:       func(net.Listener) context.Context { return ctx },
+		ErrorLog:          nil,
+	}
+	if t := s.cfg.TLS; t != nil {
+		tc, err := serverTLS(t)
+		if err != nil {
+			return err
+		}
+		srv.TLSConfig = tc
+		l = tls.NewListener(l, tc)
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(l) }()
+	log.Info("Extender serving", "address", l.Addr().String(), "tls", s.cfg.TLS != nil, "policy", s.policy.Name, "unit", s.unit)
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	shutdown, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	return srv.Shutdown(shutdown)
+}
+
+// ListenAndServe listens on the configured address and port.
+func (s *Server) ListenAndServe(ctx context.Context) error {
+	l, err := net.Listen("tcp", net.JoinHostPort(s.cfg.Address, strconv.Itoa(s.cfg.Port)))
+	if err != nil {
+		return err
+	}
+	return s.Serve(ctx, l)
+}
+
+func serverTLS(t *config.TLS) (*tls.Config, error) {
+	cert, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("loading the serving certificate: %w", err)
+	}
+	tc := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	if t.ClientCAFile != "" {
+		pem, err := os.ReadFile(t.ClientCAFile)
+		if err != nil {
+			return nil, fmt.Errorf("reading the client CA: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("client CA %s holds no PEM certificate", t.ClientCAFile)
+		}
+		tc.ClientCAs = pool
+		tc.ClientAuth = tls.VerifyClientCertIfGiven
+	}
+	return tc, nil
+}
