@@ -300,6 +300,9 @@ func (c *Cache) reconcile(ns *nodeState) {
 			ps.trust, ps.alloc = Fitted, d.Alloc
 		} else {
 			ps.trust, ps.alloc = Unplaced, nil
+			if !ns.exists {
+				continue // the Node object has not arrived yet
+			}
 			c.opts.Logger.Error(nil, "GPU pod fits no card of its node: the node is over-committed", "pod", klog.KRef(ps.namespace, ps.name), "node", ns.pn.Name, "reason", unfit.Message(c.opts.Unit))
 			continue
 		}

@@ -112,9 +112,11 @@ var firstFit = Policy{
 	NodeScore: func(*Node, *Node, *Workload) float64 { return 0 },
 }
 
-// emptied is n with every card free and healthy: what could fit there at best.
+// emptied is n with every card free and healthy, CPU and memory unchecked:
+// what could fit there at best once its pods are gone.
 func emptied(n *Node) *Node {
 	e := n.Clone()
+	e.Resources = false
 	for i := range e.Cards {
 		e.Cards[i].Used = 0
 		e.Cards[i].Healthy = true

@@ -1,0 +1,166 @@
+package extender
+
+import (
+	"encoding/json"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	extenderv1 "k8s.io/kube-scheduler/extender/v1"
+
+	"github.com/gpupack/gpupack/contract"
+	"github.com/gpupack/gpupack/internal/fixture"
+)
+
+const (
+	filterPath     = Prefix + "/filter"
+	prioritizePath = Prefix + "/prioritize"
+	bindPath       = Prefix + "/bind"
+)
+
+// cluster: n1 has one 16 GiB T4 of which 10 GiB are held; n2 two free 16 GiB
+// T4s; n3 one T4 that is unhealthy; n4 runs gpushare's device plugin (2 cards
+// in 32 GiB, no inventory).
+func cluster() []runtime.Object {
+	return []runtime.Object{
+		fixture.MakeNode("n1").Cards("Tesla T4", fixture.GiB(16)).Obj(),
+		fixture.MakeNode("n2").Cards("Tesla T4", fixture.GiB(16), fixture.GiB(16)).Obj(),
+		fixture.MakeNode("n3").Cards("Tesla T4", fixture.GiB(16)).Unhealthy(0).Obj(),
+		fixture.MakeNode("n4").Legacy(32, 2).Obj(),
+		fixture.MakePod().Name("old").Node("n1").GPUMem(10).
+			Annotation(contract.AnnotationAllocation, `{"0":{"0":10}}`).Obj(),
+	}
+}
+
+func names(n ...string) *[]string { return &n }
+
+func TestFilter(t *testing.T) {
+	e := newEnv(t, "binpack", cluster()...)
+	tests := []struct {
+		name             string
+		pod              *corev1.Pod
+		nodes            *[]string
+		wantNodes        []string
+		wantFailed       extenderv1.FailedNodesMap
+		wantUnresolvable extenderv1.FailedNodesMap
+	}{{
+		name: "a share fits where a card has room", pod: fixture.MakePod().Name("a").GPUMem(8).Obj(),
+		nodes:     names("n1", "n2", "n3", "n4", "ghost"),
+		wantNodes: []string{"n2", "n4"},
+		wantFailed: extenderv1.FailedNodesMap{
+			"n1":    `gpupack: largest free card has 6 GiB, container "c0" needs 8 GiB`,
+			"n3":    "gpupack: no healthy card of an allowed model (pod allows any; node has 1 x Tesla T4 (unhealthy))",
+			"ghost": "gpupack: node is not in the extender's cache (deleted, or not yet seen)",
+		},
+		wantUnresolvable: extenderv1.FailedNodesMap{},
+	}, {
+		name: "a share larger than every card is unresolvable", pod: fixture.MakePod().Name("b").GPUMem(17).Obj(),
+		nodes: names("n1", "n2"), wantNodes: []string{},
+		wantFailed: extenderv1.FailedNodesMap{},
+		wantUnresolvable: extenderv1.FailedNodesMap{
+			"n1": `gpupack: largest free card has 6 GiB, container "c0" needs 17 GiB`,
+			"n2": `gpupack: largest free card has 16 GiB, container "c0" needs 17 GiB`,
+		},
+	}, {
+		name: "a model constraint", pod: fixture.MakePod().Name("c").GPUMem(1).Models("A100").Obj(),
+		nodes: names("n2"), wantNodes: []string{},
+		wantFailed: extenderv1.FailedNodesMap{},
+		wantUnresolvable: extenderv1.FailedNodesMap{
+			"n2": "gpupack: no healthy card of an allowed model (pod allows A100; node has 2 x Tesla T4)",
+		},
+	}, {
+		name: "a fractional request is rejected on every node", pod: fixture.MakePod().Name("d").Container("1.5", "", "").Obj(),
+		nodes: names("n1", "n2"), wantNodes: []string{},
+		wantFailed: extenderv1.FailedNodesMap{},
+		wantUnresolvable: extenderv1.FailedNodesMap{
+			"n1": `gpupack: container "c0" asks for 1500m aliyun.com/gpu-mem: must be a whole number`,
+			"n2": `gpupack: container "c0" asks for 1500m aliyun.com/gpu-mem: must be a whole number`,
+		},
+	}, {
+		name: "a pod without GPU passes everywhere", pod: fixture.MakePod().Name("e").Container("", "", "1").Obj(),
+		nodes: names("n1", "ghost"), wantNodes: []string{"n1", "ghost"},
+		wantFailed: extenderv1.FailedNodesMap{}, wantUnresolvable: extenderv1.FailedNodesMap{},
+	}}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var res extenderv1.ExtenderFilterResult
+			if code := e.post(filterPath, extenderv1.ExtenderArgs{Pod: tt.pod, NodeNames: tt.nodes}, &res); code != http.StatusOK {
+				t.Fatalf("status %d", code)
+			}
+			if res.Error != "" {
+				t.Fatalf("error %q", res.Error)
+			}
+			if diff := cmp.Diff(tt.wantNodes, *res.NodeNames); diff != "" {
+				t.Errorf("nodes (-want +got):\n%s", diff)
+			}
+			if diff := cmp.Diff(tt.wantFailed, res.FailedNodes); diff != "" {
+				t.Errorf("failed (-want +got):\n%s", diff)
+			}
+			if diff := cmp.Diff(tt.wantUnresolvable, res.FailedAndUnresolvableNodes); diff != "" {
+				t.Errorf("unresolvable (-want +got):\n%s", diff)
+			}
+		})
+	}
+
+	t.Run("full node list mode", func(t *testing.T) {
+		list := &corev1.NodeList{Items: []corev1.Node{*fixture.MakeNode("n1").Obj(), *fixture.MakeNode("n2").Obj()}}
+		var res extenderv1.ExtenderFilterResult
+		e.post(filterPath, extenderv1.ExtenderArgs{Pod: fixture.MakePod().Name("f").GPUMem(8).Obj(), Nodes: list}, &res)
+		if res.NodeNames != nil || res.Nodes == nil || len(res.Nodes.Items) != 1 || res.Nodes.Items[0].Name != "n2" {
+			t.Errorf("got %+v", res)
+		}
+	})
+}
+
+func TestBadRequests(t *testing.T) {
+	e := newEnv(t, "binpack", cluster()...)
+	for _, tt := range []struct {
+		name, path string
+		body       []byte
+		want       string
+	}{
+		{"malformed JSON", filterPath, []byte(`{"pod":`), "body is not a valid request"},
+		{"trailing data", filterPath, []byte(`{} {}`), "trailing data"},
+		{"no pod", filterPath, []byte(`{"nodenames":["n1"]}`), "no pod"},
+		{"no nodes", prioritizePath, []byte(`{"pod":{"metadata":{"name":"x","uid":"u"}}}`), "neither nodenames nor nodes"},
+		{"pod without uid", filterPath, []byte(`{"pod":{"metadata":{"name":"x"}},"nodenames":[]}`), "has no uid"},
+		{"bind without a pod name", bindPath, []byte(`{"node":"n1"}`), "podName, podNamespace and node are required"},
+		{"negative quantity as a string", filterPath, []byte(`{"pod":{"metadata":{"name":"x","uid":"u"},"spec":{"containers":[{"name":"c","resources":{"limits":{"aliyun.com/gpu-mem":"x"}}}]}},"nodenames":["n1"]}`), "body is not a valid request"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			resp, err := http.Post(e.http.URL+tt.path, "application/json", strings.NewReader(string(tt.body)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			var out map[string]string
+			_ = json.NewDecoder(resp.Body).Decode(&out)
+			if resp.StatusCode != http.StatusBadRequest || !strings.Contains(out["error"], tt.want) {
+				t.Errorf("got %d %q, want 400 containing %q", resp.StatusCode, out["error"], tt.want)
+			}
+		})
+	}
+	t.Run("wrong method", func(t *testing.T) {
+		if code, _ := e.get(filterPath); code != http.StatusMethodNotAllowed {
+			t.Errorf("GET filter: %d", code)
+		}
+	})
+}
+
+func TestPrioritize(t *testing.T) {
+	e := newEnv(t, "binpack", cluster()...)
+	var res extenderv1.HostPriorityList
+	pod := fixture.MakePod().Name("a").GPUMem(4).Obj()
+	if code := e.post(prioritizePath, extenderv1.ExtenderArgs{Pod: pod, NodeNames: names("n1", "n2", "n3", "n4")}, &res); code != http.StatusOK {
+		t.Fatalf("status %d", code)
+	}
+	// Free after 4 GiB: n1 6-4=2, n2 32-4=28, n4 32-4=28; n3 does not fit (0).
+	// Raw -2, -28, -28: n1 gets 10, the others 0.
+	want := extenderv1.HostPriorityList{{Host: "n1", Score: 10}, {Host: "n2", Score: 0}, {Host: "n3", Score: 0}, {Host: "n4", Score: 0}}
+	if diff := cmp.Diff(want, res); diff != "" {
+		t.Errorf("(-want +got):\n%s", diff)
+	}
+}

@@ -1,0 +1,292 @@
+package policy
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/gpupack/gpupack/contract"
+)
+
+// node16 is a node of 16-unit cards used as given.
+func node16(used ...int64) *Node {
+	n := &Node{Name: "n"}
+	for i, u := range used {
+		n.Cards = append(n.Cards, Card{Index: i, Model: "T4", Total: 16, Used: u, Healthy: true})
+	}
+	return n
+}
+
+func share(units int64) contract.ContainerRequest {
+	return contract.ContainerRequest{Name: "c0", Mem: units}
+}
+
+func reqOf(cs ...contract.ContainerRequest) *Request {
+	for i := range cs {
+		cs[i].Index = i
+		if cs[i].Name == "" {
+			cs[i].Name = "c" + string(rune('0'+i))
+		}
+	}
+	return &Request{Containers: cs}
+}
+
+func TestPlaceCardChoice(t *testing.T) {
+	tests := []struct {
+		name   string
+		policy Name
+		node   *Node
+		req    *Request
+		want   contract.Allocation
+	}{{
+		// free 16-6=10, 16-12=4, 16-0=16: best fit for 4 is card 1 (4-4=0 left).
+		name: "binpack takes the fullest card that fits", policy: Binpack,
+		node: node16(6, 12, 0), req: reqOf(share(4)),
+		want: contract.Allocation{0: {1: 4}},
+	}, {
+		// the same node: the emptiest card is card 2 (16-4=12 left).
+		name: "spread takes the emptiest card", policy: Spread,
+		node: node16(6, 12, 0), req: reqOf(share(4)),
+		want: contract.Allocation{0: {2: 4}},
+	}, {
+		// free 10, 4, 16, 7: 5 on each of 2 cards; best fit: card 3 (7-5=2), then card 0 (10-5=5).
+		name: "binpack spreads a multi-card share over the fullest cards", policy: Binpack,
+		node: node16(6, 12, 0, 9), req: reqOf(contract.ContainerRequest{Mem: 10, Count: 2}),
+		want: contract.Allocation{0: {0: 5, 3: 5}},
+	}, {
+		// only cards 1 and 3 are unused; whole cards count at their size.
+		name: "whole cards take unused cards", policy: Binpack,
+		node: node16(1, 0, 2, 0), req: reqOf(contract.ContainerRequest{Count: 2}),
+		want: contract.Allocation{0: {1: 16, 3: 16}},
+	}, {
+		// hardest first: 12 on card 0 (free 16-12=4 left... cards equal, lowest index),
+		// then 8 does not fit card 0 (4 free) and goes to card 1.
+		name: "two containers, placed largest first", policy: Binpack,
+		node: node16(0, 0), req: reqOf(share(8), share(12)),
+		want: contract.Allocation{0: {1: 8}, 1: {0: 12}},
+	}, {
+		// free 10 and 6; spread puts 6 on card 0 (10-6=4), then 5 on card 1 (6-5=1),
+		// then the last 5 fits nowhere: backtracking moves 6 to card 1 (6-6=0) and
+		// both 5s onto card 0 (10-5-5=0).
+		name: "backtracking finds the placement greedy misses", policy: Spread,
+		node: node16(6, 10), req: reqOf(share(5), share(5), share(6)),
+		want: contract.Allocation{0: {0: 5}, 1: {0: 5}, 2: {1: 6}},
+	}}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p, err := Get(tt.policy)
+			if err != nil {
+				t.Fatal(err)
+			}
+			d, unfit := Place(tt.node, tt.req, p, nil)
+			if unfit != nil {
+				t.Fatalf("Place: %s", unfit.Message(contract.GiB))
+			}
+			if diff := cmp.Diff(tt.want, d.Alloc); diff != "" {
+				t.Errorf("allocation (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestPlaceUnfit(t *testing.T) {
+	a100 := func(used ...int64) *Node {
+		n := node16(used...)
+		for i := range n.Cards {
+			n.Cards[i].Model, n.Cards[i].Total = "NVIDIA A100-SXM4-80GB", 80
+		}
+		return n
+	}
+	tests := []struct {
+		name         string
+		node         *Node
+		req          *Request
+		kind         UnfitKind
+		msg          string
+		unresolvable bool
+	}{{
+		// free 16-13=3 and 16-16=0: largest free is 3.
+		name: "share larger than the largest free card",
+		node: node16(13, 16), req: reqOf(share(6)),
+		kind: UnfitShare, msg: `largest free card has 3 GiB, container "c0" needs 6 GiB`,
+	}, {
+		name: "share larger than any card can ever hold",
+		node: node16(0, 0), req: reqOf(share(20)),
+		kind: UnfitShare, msg: `largest free card has 16 GiB, container "c0" needs 20 GiB`, unresolvable: true,
+	}, {
+		name: "no card of an allowed model",
+		node: node16(0), req: &Request{Containers: []contract.ContainerRequest{share(1)}, Models: []string{"A100"}},
+		kind: UnfitModel, msg: "no healthy card of an allowed model (pod allows A100; node has 1 x T4)", unresolvable: true,
+	}, {
+		name: "the allowed model is matched by prefix, A10 is not A100",
+		node: a100(0), req: &Request{Containers: []contract.ContainerRequest{share(1)}, Models: []string{"A10"}},
+		kind: UnfitModel, msg: "no healthy card of an allowed model (pod allows A10; node has 1 x NVIDIA A100-SXM4-80GB)", unresolvable: true,
+	}, {
+		name: "too few whole cards",
+		node: node16(0, 1, 0), req: reqOf(contract.ContainerRequest{Name: "c0", Count: 3}),
+		kind: UnfitWholeCard, msg: `container "c0" needs 3 whole free cards; node has 2`,
+	}, {
+		// free 16-10=6, 16-12=4: only one card has 5.
+		name: "too few cards for a multi-card share",
+		node: node16(10, 12), req: reqOf(contract.ContainerRequest{Name: "c0", Mem: 10, Count: 2}),
+		kind: UnfitMultiCard, msg: `container "c0" needs 5 GiB on each of 2 cards; 1 cards have that much free`,
+	}, {
+		// each of 10 and 10 fits one card of 16 free, not both on one: there are two cards, 8 free each.
+		name: "containers that fit alone but not together",
+		node: node16(8, 8), req: reqOf(share(8), share(8), share(8)),
+		kind: UnfitTogether, msg: "each GPU container fits alone but not all together: pod needs 24 GiB in all, node has 16 GiB free",
+	}, {
+		name: "unhealthy cards are not used",
+		node: func() *Node { n := node16(0); n.Cards[0].Healthy = false; return n }(), req: reqOf(share(1)),
+		kind: UnfitModel, msg: "no healthy card of an allowed model (pod allows any; node has 1 x T4 (unhealthy))",
+	}, {
+		name: "CPU is checked where it is known",
+		node: &Node{Name: "n", Resources: true, CPUFree: 500, MemFree: 1 << 20, Cards: node16(0).Cards},
+		req:  &Request{Containers: []contract.ContainerRequest{share(1)}, CPUMilli: 1000},
+		kind: UnfitCPU, msg: "node has 500m CPU free, pod needs 1000m",
+	}, {
+		name: "a node without cards",
+		node: &Node{Name: "n"}, req: reqOf(share(1)),
+		kind: UnfitNoCards, unresolvable: true,
+		msg: "node has no GPU card (no gpupack.io/gpu-inventory annotation and no aliyun.com/gpu-mem allocatable)",
+	}}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p, _ := Get(Binpack)
+			_, u := Place(tt.node, tt.req, p, nil)
+			if u == nil {
+				t.Fatal("Place fitted, want unfit")
+			}
+			if u.Kind != tt.kind || u.Message(contract.GiB) != tt.msg || u.Unresolvable != tt.unresolvable {
+				t.Errorf("got kind %d %q unresolvable=%v, want kind %d %q unresolvable=%v", u.Kind, u.Message(contract.GiB), u.Unresolvable, tt.kind, tt.msg, tt.unresolvable)
+			}
+		})
+	}
+}
+
+func TestNodeScores(t *testing.T) {
+	tests := []struct {
+		name   string
+		policy Name
+		nodes  []*Node
+		req    *Request
+		want   []int64
+	}{{
+		// binpack: free after 4 units: a: 16+16-4=28, b: 16-4=12, c: 16-12-4=0.
+		// raw -28, -12, 0; normalized: c 10, b floor(9*16/28)=5, a 0.
+		name: "binpack prefers the node left fullest", policy: Binpack,
+		nodes: []*Node{node16(0, 0), node16(0), node16(12)},
+		req:   reqOf(share(4)), want: []int64{0, 5, 10},
+	}, {
+		// spread: free fraction after: a (32-4)/32=0.875, b 12/16=0.75, c 0/16=0.
+		// normalized: a 10, b floor(9*0.75/0.875)=7, c 0.
+		name: "spread prefers the node left emptiest", policy: Spread,
+		nodes: []*Node{node16(0, 0), node16(0), node16(12)},
+		req:   reqOf(share(4)), want: []int64{10, 7, 0},
+	}}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p, _ := Get(tt.policy)
+			var raw []float64
+			for _, n := range tt.nodes {
+				d, u := Place(n, tt.req, p, nil)
+				if u != nil {
+					t.Fatalf("node unfit: %s", u.Message(contract.GiB))
+				}
+				raw = append(raw, d.Score)
+			}
+			if diff := cmp.Diff(tt.want, Normalize(raw)); diff != "" {
+				t.Errorf("scores (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestFragmentation(t *testing.T) {
+	// Two cards of 1000 (thousandths of a card, as in the trace).
+	node := func(used0, used1 int64) *Node {
+		return &Node{Name: "n", Cards: []Card{{Index: 0, Total: 1000, Used: used0, Healthy: true}, {Index: 1, Total: 1000, Used: used1, Healthy: true}}}
+	}
+	// Half the pods want 500 of one card, half one whole card.
+	w := NewWorkload(map[Shape]int64{{Share: 500, Cards: 1}: 1, {Cards: 1}: 1}, 1)
+	tests := []struct {
+		name string
+		node *Node
+		want float64
+	}{
+		// 500-shape fits (no card below 500 free): 0. Whole fits card 1; card 0's 500 is
+		// fragment: 500. 0.5*0 + 0.5*500 = 250.
+		{"half used card", node(500, 0), 250},
+		// 500-shape: fits card 1, card 0 has 0 free: 0. Whole: card 1, fragment 0. Total 0.
+		{"one full, one empty", node(1000, 0), 0},
+		// 500-shape fits both: 0. Whole fits nowhere: all 1000 idle. 0.5*1000 = 500.
+		{"two half cards", node(500, 500), 500},
+		// nothing free: nothing fits, but nothing is idle either.
+		{"full", node(1000, 1000), 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := Fragmentation(tt.node, w); got != tt.want {
+				t.Errorf("Fragmentation = %v, want %v", got, tt.want)
+			}
+		})
+	}
+
+	t.Run("fgd puts a half share where fragmentation falls", func(t *testing.T) {
+		// On card 0: 250 -> 0 (score +250). On card 1: 250 -> 500 (score -250).
+		p, _ := Get(FGD)
+		d, u := Place(node(500, 0), &Request{Containers: []contract.ContainerRequest{{Name: "c", Mem: 500}}}, p, w)
+		if u != nil {
+			t.Fatal(u.Message(contract.GiB))
+		}
+		if diff := cmp.Diff(contract.Allocation{0: {0: 500}}, d.Alloc); diff != "" {
+			t.Errorf("allocation (-want +got):\n%s", diff)
+		}
+		if d.Score != 250 {
+			t.Errorf("score = %v, want 250", d.Score)
+		}
+	})
+}
+
+func TestNewWorkload(t *testing.T) {
+	a, b, c := Shape{Share: 1, Cards: 1}, Shape{Share: 2, Cards: 1}, Shape{Cards: 1}
+	// 6+3 = 9 of 10 pods reach 90%: c is left out; weights 6/9 and 3/9.
+	w := NewWorkload(map[Shape]int64{a: 6, b: 3, c: 1}, 0.9)
+	want := []WeightedShape{{Shape: a, Weight: 6.0 / 9}, {Shape: b, Weight: 3.0 / 9}}
+	if diff := cmp.Diff(want, w.Shapes, cmp.AllowUnexported(WeightedShape{})); diff != "" {
+		t.Errorf("shapes (-want +got):\n%s", diff)
+	}
+}
+
+func TestNormalize(t *testing.T) {
+	tests := []struct {
+		raw  []float64
+		want []int64
+	}{
+		{nil, []int64{}},
+		{[]float64{5}, []int64{10}},
+		{[]float64{5, 5}, []int64{10, 10}},
+		// 9*(2-1)/(3-1) = 4.5 -> 4: only the best gets 10.
+		{[]float64{1, 2, 3}, []int64{0, 4, 10}},
+		// 9*(2.99-1)/2 = 8.955 -> 8.
+		{[]float64{1, 2.99, 3}, []int64{0, 8, 10}},
+	}
+	for _, tt := range tests {
+		if diff := cmp.Diff(tt.want, Normalize(tt.raw)); diff != "" {
+			t.Errorf("Normalize(%v) (-want +got):\n%s", tt.raw, diff)
+		}
+	}
+}
+
+func TestGet(t *testing.T) {
+	for _, n := range []Name{"", "default", Binpack, Spread, FGD} {
+		if _, err := Get(n); err != nil {
+			t.Errorf("Get(%q): %v", n, err)
+		}
+	}
+	_, err := Get("tetris")
+	if err == nil || !strings.Contains(err.Error(), "binpack, fgd, spread") {
+		t.Errorf("Get(tetris) = %v, want an error listing the policies", err)
+	}
+}
