@@ -31,7 +31,7 @@ var testKey = []byte("test-signing-key-0123456789")
 
 // env is an extender served over real HTTP against a fake clientset.
 type env struct {
-	t      *testing.T
+	t      testing.TB
 	ctx    context.Context
 	client *fake.Clientset
 	cache  *cache.Cache
@@ -41,11 +41,11 @@ type env struct {
 	failBind bool
 }
 
-func newEnv(t *testing.T, pol string, objs ...runtime.Object) *env {
+func newEnv(t testing.TB, pol string, objs ...runtime.Object) *env {
 	return newEnvWith(t, &config.Config{Policy: pol}, objs...)
 }
 
-func newEnvWith(t *testing.T, cfg *config.Config, objs ...runtime.Object) *env {
+func newEnvWith(t testing.TB, cfg *config.Config, objs ...runtime.Object) *env {
 	t.Helper()
 	_, ctx := ktesting.NewTestContext(t)
 	ctx, cancel := context.WithCancel(ctx)

@@ -1,0 +1,82 @@
+package policy
+
+import (
+	"testing"
+
+	"github.com/gpupack/gpupack/contract"
+)
+
+// FuzzPlace builds a node and a request from bytes and checks that any
+// placement a policy returns is valid: every share on a distinct, healthy,
+// allowed card with room, whole cards unused, nothing over-committed.
+func FuzzPlace(f *testing.F) {
+	f.Add([]byte{4, 16, 0, 16, 8, 80, 0, 1}, []byte{4, 0, 8, 2, 0, 1})
+	f.Add([]byte{2, 16, 16, 16, 0}, []byte{0, 2, 3, 0})
+	f.Fuzz(func(t *testing.T, cards, reqs []byte) {
+		n := &Node{Name: "n"}
+		for i := 0; i+1 < len(cards) && len(n.Cards) < 16; i += 2 {
+			total := int64(cards[i]%96) + 1
+			n.Cards = append(n.Cards, Card{Index: len(n.Cards), Model: []string{"T4", "A100"}[cards[i]%2], Total: total, Used: min(int64(cards[i+1]%97), total), Healthy: cards[i+1]%7 != 0})
+		}
+		r := &Request{}
+		for i := 0; i+1 < len(reqs) && len(r.Containers) < 4; i += 2 {
+			count := int64(reqs[i+1] % 4)
+			mem := int64(reqs[i] % 40)
+			if count > 0 {
+				mem -= mem % count
+			}
+			if mem == 0 && count == 0 {
+				mem = 1
+			}
+			r.Containers = append(r.Containers, contract.ContainerRequest{Index: len(r.Containers), Name: "c", Mem: mem, Count: count})
+		}
+		if len(r.Containers) == 0 {
+			return
+		}
+		if len(reqs)%3 == 0 {
+			r.Models = []string{"A100"}
+		}
+		w := NewWorkload(map[Shape]int64{{Share: 8, Cards: 1}: 3, {Cards: 1}: 1}, 1)
+		fitsSome := false
+		for _, name := range Names() {
+			p, _ := Get(Name(name))
+			d, u := Place(n, r, p, w)
+			if u != nil {
+				if fitsSome {
+					t.Fatalf("%s found no placement where another policy did: %s", name, u.Message(contract.GiB))
+				}
+				continue
+			}
+			fitsSome = true
+			check(t, n, r, d.Alloc)
+		}
+	})
+}
+
+func check(t *testing.T, n *Node, r *Request, a contract.Allocation) {
+	t.Helper()
+	after := n.Clone()
+	for _, c := range r.Containers {
+		cards := a[c.Index]
+		if len(cards) != c.Cards() {
+			t.Fatalf("container %d got %d cards, wants %d", c.Index, len(cards), c.Cards())
+		}
+		for idx, u := range cards {
+			card := after.card(idx)
+			if card == nil || !card.Healthy || !contract.ModelAllowed(r.Models, card.Model) {
+				t.Fatalf("card %d is missing, unhealthy or not allowed", idx)
+			}
+			if c.Whole() {
+				if card.Used != 0 || u != card.Total {
+					t.Fatalf("whole card %d was in use or sized %d", idx, u)
+				}
+			} else if u != c.PerCard() {
+				t.Fatalf("card %d got %d, wants %d", idx, u, c.PerCard())
+			}
+			card.Used += u
+			if card.Used > card.Total {
+				t.Fatalf("card %d over-committed", idx)
+			}
+		}
+	}
+}
