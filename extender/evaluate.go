@@ -64,8 +64,15 @@ func (s *Server) workload() *policy.Workload {
 	return s.cache.Workload()
 }
 
+// memoSize bounds the memo: kube-scheduler runs one scheduling cycle at a
+// time, so a few pods in flight are all it needs, and an evaluation of a
+// large cluster is big.
+const memoSize = 64
+
 // memo keeps each pod's last evaluation between filter, prioritize and
-// bind, so that bind uses the cards the score assumed.
+// bind: prioritize reuses filter's work while no card changed, and bind
+// starts from the cards the score assumed. (Place is deterministic, so an
+// evaluation dropped from the memo is recomputed to the same cards.)
 type memo struct {
 	mu  sync.Mutex
 	ttl time.Duration
@@ -78,12 +85,14 @@ func (m *memo) put(uid types.UID, ev *evaluation) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.m[uid] = ev
-	if len(m.m) > 1024 {
+	for len(m.m) > memoSize {
+		var oldest types.UID
 		for k, e := range m.m {
-			if time.Since(e.at) > m.ttl {
-				delete(m.m, k)
+			if oldest == "" || e.at.Before(m.m[oldest].at) {
+				oldest = k
 			}
 		}
+		delete(m.m, oldest)
 	}
 }
 

@@ -161,11 +161,19 @@ func (s *Server) fresh(ev *evaluation) bool {
 	return fresh
 }
 
+// covers reports whether the evaluation judged every node named.
 func covers(ev *evaluation, names []string) bool {
+	if len(names) > ev.requests {
+		return false
+	}
+	unknown := make(map[string]bool, len(ev.unknown))
+	for _, n := range ev.unknown {
+		unknown[n] = true
+	}
 	for _, n := range names {
 		_, a := ev.fit[n]
 		_, b := ev.unfit[n]
-		if !a && !b {
+		if !a && !b && !unknown[n] {
 			return false
 		}
 	}

@@ -1,4 +1,3 @@
-// Command gpupack-extender is gpupack's kube-scheduler extender.
 package main
 
 import (

@@ -45,8 +45,8 @@ type PodShare struct {
 	Bound     bool   `json:"bound"`
 }
 
-// Inspect returns the named node, or every node when name is empty, sorted
-// by name.
+// Inspect returns the named node, or every GPU node when name is empty,
+// sorted by name. A GPU node is one with cards or with GPU pods.
 func (c *Cache) Inspect(name string) []NodeInfo {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
@@ -55,7 +55,11 @@ func (c *Cache) Inspect(name string) []NodeInfo {
 		if name != "" && n != name {
 			continue
 		}
-		out = append(out, ns.info())
+		ni := ns.info()
+		if name == "" && len(ni.Cards) == 0 && len(ni.Unplaced) == 0 {
+			continue
+		}
+		out = append(out, ni)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out

@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"encoding/binary"
 	"fmt"
 	"sort"
 	"strings"
@@ -96,6 +97,8 @@ func Place(n *Node, r *Request, p *Policy, w *Workload) (Decision, *Unfit) {
 	}
 	after := n.Clone()
 	after.Apply(alloc)
+	after.CPUFree -= r.CPUMilli
+	after.MemFree -= r.MemMiB
 	return Decision{Node: n.Name, Alloc: alloc, Score: p.NodeScore(n, after, w)}, nil
 }
 
@@ -244,6 +247,27 @@ type searcher struct {
 	order  []contract.ContainerRequest
 	alloc  contract.Allocation
 	budget int
+	// failed remembers states that cannot be completed, so that the same
+	// cards chosen in another order are not searched again. It is made at
+	// the first dead end: a search that never backtracks does not pay for it.
+	failed map[string]bool
+}
+
+// stateKey identifies the search state: where we are, what every card
+// holds, and which cards the current container already took.
+func (s *searcher) stateKey(ci, k int, used map[int]int64) string {
+	b := make([]byte, 0, 8+len(s.node.Cards)*9)
+	b = binary.AppendUvarint(b, uint64(ci))
+	b = binary.AppendUvarint(b, uint64(k))
+	for i := range s.node.Cards {
+		b = binary.AppendVarint(b, s.node.Cards[i].Used)
+		if _, ok := used[s.node.Cards[i].Index]; ok {
+			b = append(b, 1)
+		} else {
+			b = append(b, 0)
+		}
+	}
+	return string(b)
 }
 
 // container places order[ci:] and reports success.
@@ -266,6 +290,13 @@ func (s *searcher) card(ci int, c contract.ContainerRequest, k int) bool {
 		return s.container(ci + 1)
 	}
 	used := s.alloc[c.Index]
+	var key string
+	if s.failed != nil {
+		key = s.stateKey(ci, k, used)
+		if s.failed[key] {
+			return false
+		}
+	}
 	for _, i := range s.candidates(c, used) {
 		if s.budget <= 0 {
 			return false
@@ -284,6 +315,13 @@ func (s *searcher) card(ci int, c contract.ContainerRequest, k int) bool {
 		delete(used, card.Index)
 		card.Used -= share
 	}
+	if s.failed == nil {
+		s.failed = map[string]bool{}
+	}
+	if key == "" {
+		key = s.stateKey(ci, k, used)
+	}
+	s.failed[key] = true
 	return false
 }
 

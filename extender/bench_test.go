@@ -1,0 +1,286 @@
+package extender
+
+import (
+	"context"
+	"encoding/csv"
+	"fmt"
+	"math/rand"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes/fake"
+	"k8s.io/klog/v2"
+	extenderv1 "k8s.io/kube-scheduler/extender/v1"
+
+	"github.com/gpupack/gpupack/contract"
+	"github.com/gpupack/gpupack/extender/cache"
+	"github.com/gpupack/gpupack/extender/config"
+	"github.com/gpupack/gpupack/internal/fixture"
+)
+
+// traceDir is the openb trace shipped beside the repository (../shared).
+var traceDir = filepath.Join("..", "..", "shared", "traces", "openb")
+
+// benchServer is a server over a cache filled directly, without informers.
+func benchServer(b *testing.B, pol string, unit contract.Unit) *Server {
+	b.Helper()
+	klog.SetLogger(klog.Background().V(10)) // quiet
+	c := cache.New(cache.Options{Unit: unit, SigningKey: testKey, Coverage: config.DefaultCoverage, Logger: klog.Background().V(10)})
+	client := fake.NewClientset()
+	cfg := &config.Config{Policy: pol, MemoryUnit: string(unit)}
+	config.SetDefaults(cfg)
+	srv, err := NewServer(cfg, Deps{Client: client, Pods: informers.NewSharedInformerFactory(client, 0).Core().V1().Pods().Lister(), Cache: c, Key: testKey})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return srv
+}
+
+// traceNode is one row of the openb node list.
+type traceNode struct {
+	name        string
+	cpu, mem    int64
+	gpus        int
+	model       string
+	podCapacity int
+}
+
+type tracePod struct {
+	name          string
+	cpu, mem      int64
+	numGPU, milli int64
+	spec          string
+}
+
+func readCSV(b *testing.B, file string) [][]string {
+	b.Helper()
+	f, err := os.Open(filepath.Join(traceDir, file))
+	if err != nil {
+		b.Skipf("trace not available: %v", err)
+	}
+	defer f.Close()
+	rows, err := csv.NewReader(f).ReadAll()
+	if err != nil {
+		b.Fatal(err)
+	}
+	return rows[1:]
+}
+
+func atoi(b *testing.B, s string) int64 {
+	v, err := strconv.ParseInt(s, 10, 64)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return v
+}
+
+// traceNodes are the openb GPU nodes with cards of 1000 units each, so that
+// memory units are thousandths of a card, as the trace counts them.
+func traceNodes(b *testing.B) []*corev1.Node {
+	var out []*corev1.Node
+	for _, r := range readCSV(b, "openb_node_list_gpu_node.csv") {
+		n := fixture.MakeNode(r[0])
+		n.Status.Allocatable[corev1.ResourceCPU] = *resource.NewMilliQuantity(atoi(b, r[1]), resource.DecimalSI)
+		n.Status.Allocatable[corev1.ResourceMemory] = *resource.NewQuantity(atoi(b, r[2])<<20, resource.BinarySI)
+		sizes := make([]int64, atoi(b, r[3]))
+		for i := range sizes {
+			sizes[i] = 1000
+		}
+		out = append(out, n.Cards(r[4], sizes...).Obj())
+	}
+	return out
+}
+
+// tracePods are the workload's pods in the published order: sorted by name,
+// shuffled with the seed, inflated to 130% of the cluster's GPUs.
+func tracePods(b *testing.B, workload string, seed int64, capacity int64) []*corev1.Pod {
+	var pods []tracePod
+	for _, r := range readCSV(b, "openb_pod_list_"+workload+".csv") {
+		p := tracePod{name: r[0], cpu: atoi(b, r[1]), mem: atoi(b, r[2]), numGPU: atoi(b, r[3]), milli: atoi(b, r[4])}
+		if len(r) > 5 {
+			p.spec = r[5]
+		}
+		pods = append(pods, p)
+	}
+	sort.Slice(pods, func(i, j int) bool { return pods[i].name < pods[j].name })
+	rng := rand.New(rand.NewSource(seed))
+	rng.Shuffle(len(pods), func(i, j int) { pods[i], pods[j] = pods[j], pods[i] })
+	var total int64
+	for _, p := range pods {
+		total += p.numGPU * p.milli
+	}
+	orig := len(pods)
+	for {
+		p := pods[rng.Intn(orig)]
+		if total+p.numGPU*p.milli > capacity*13/10 {
+			break
+		}
+		total += p.numGPU * p.milli
+		pods = append(pods, p)
+	}
+	out := make([]*corev1.Pod, len(pods))
+	for i, p := range pods {
+		w := fixture.MakePod().Name(fmt.Sprintf("%s-%d", p.name, i))
+		cpu := strconv.FormatInt(p.cpu, 10) + "m"
+		switch {
+		case p.numGPU == 0:
+			w.Container("", "", cpu)
+		case p.milli < 1000:
+			w.Container(strconv.FormatInt(p.milli, 10), "", cpu)
+		default:
+			w.Container("", strconv.FormatInt(p.numGPU, 10), cpu)
+		}
+		if p.spec != "" {
+			w.Models(p.spec)
+		}
+		pod := w.Obj()
+		pod.Spec.Containers[0].Resources.Limits[corev1.ResourceMemory] = *resource.NewQuantity(p.mem<<20, resource.BinarySI)
+		out[i] = pod
+	}
+	return out
+}
+
+// replay schedules pods one at a time through the extender's own filter,
+// prioritize and assume, until arrived GPU demand reaches stopAt percent of
+// capacity; it returns the unallocated GPU percent then.
+func replay(b *testing.B, srv *Server, names []string, pods []*corev1.Pod, capacity int64, stopAt int64) float64 {
+	ctx := context.Background()
+	var arrived, placed int64
+	for _, pod := range pods {
+		req, _ := cache.RequestOf(pod)
+		var demand int64
+		for _, c := range req.Containers {
+			if c.Whole() {
+				demand += 1000 * c.Count
+			} else {
+				demand += c.Mem
+			}
+		}
+		if (arrived+demand)*100 > capacity*stopAt {
+			break
+		}
+		arrived += demand
+		if len(req.Containers) == 0 {
+			// CPU-only pods pass the extender's filter everywhere; in the
+			// published protocol the policy places them too.
+			ev := srv.evaluate(ctx, req, names)
+			best, score := "", 0.0
+			for _, n := range names {
+				if d, ok := ev.fit[n]; ok && (best == "" || d.Score > score) {
+					best, score = n, d.Score
+				}
+			}
+			if best != "" {
+				if err := srv.cache.Assume(pod, req, best, contract.Allocation{}); err != nil {
+					b.Fatal(err)
+				}
+			}
+			continue
+		}
+		args := &extenderv1.ExtenderArgs{Pod: pod, NodeNames: &names}
+		fr, err := srv.Filter(ctx, args)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if len(*fr.NodeNames) == 0 {
+			continue
+		}
+		args.NodeNames = fr.NodeNames
+		pr, err := srv.Prioritize(ctx, args)
+		if err != nil {
+			b.Fatal(err)
+		}
+		best := pr[0]
+		for _, h := range pr {
+			if h.Score > best.Score {
+				best = h
+			}
+		}
+		if _, err := srv.assume(ctx, pod, req, best.Host); err != nil {
+			b.Fatal(err)
+		}
+		placed += demand
+	}
+	return 100 - float64(placed)*100/float64(capacity)
+}
+
+// BenchmarkFilterPrioritizeTrace measures one filter and one prioritize for
+// a shared pod over the 1,213 nodes of the openb trace, filled by replaying
+// the default workload (seed 42) to 100% arrived through the same code.
+func BenchmarkFilterPrioritizeTrace(b *testing.B) {
+	for _, pol := range []string{"binpack", "spread", "fgd"} {
+		b.Run(pol, func(b *testing.B) {
+			srv := benchServer(b, pol, contract.MiB)
+			var names []string
+			var capacity int64
+			for _, n := range traceNodes(b) {
+				srv.cache.SetNode(n)
+				names = append(names, n.Name)
+			}
+			for _, n := range srv.cache.Inspect("") {
+				capacity += n.Total
+			}
+			pods := tracePods(b, "default", 42, capacity)
+			for _, p := range pods {
+				srv.cache.SetPod(p) // the workload estimate sees every pod
+			}
+			unalloc := replay(b, srv, names, pods, capacity, 100)
+			pod := fixture.MakePod().Name("bench").Container("500", "", "4000m").Obj()
+			benchVerbs(b, srv, pod, names)
+			b.ReportMetric(unalloc, "unalloc%@100")
+		})
+	}
+}
+
+// BenchmarkFilterPrioritize5000 measures one filter and one prioritize over
+// 5,000 nodes of 8 x 80 GiB cards in node-name mode, each node half used.
+func BenchmarkFilterPrioritize5000(b *testing.B) {
+	for _, pol := range []string{"binpack", "fgd"} {
+		b.Run(pol, func(b *testing.B) {
+			srv := benchServer(b, pol, contract.GiB)
+			rng := rand.New(rand.NewSource(1))
+			names := make([]string, 5000)
+			for i := range names {
+				names[i] = fmt.Sprintf("node-%04d", i)
+				sizes := []int64{80 << 10, 80 << 10, 80 << 10, 80 << 10, 80 << 10, 80 << 10, 80 << 10, 80 << 10}
+				srv.cache.SetNode(fixture.MakeNode(names[i]).Cards("NVIDIA A100-SXM4-80GB", sizes...).Obj())
+				for j := range 8 {
+					if rng.Intn(2) == 0 {
+						continue
+					}
+					units := int64(1 + rng.Intn(80))
+					pod := fixture.MakePod().Name(fmt.Sprintf("fill-%d-%d", i, j)).GPUMem(units).Obj()
+					req, _ := cache.RequestOf(pod)
+					if err := srv.cache.Assume(pod, req, names[i], contract.Allocation{0: {j: units}}); err != nil {
+						b.Fatal(err)
+					}
+				}
+			}
+			benchVerbs(b, srv, fixture.MakePod().Name("bench").GPUMem(20).Obj(), names)
+		})
+	}
+}
+
+func benchVerbs(b *testing.B, srv *Server, pod *corev1.Pod, names []string) {
+	ctx := context.Background()
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		srv.memo.drop(pod.UID)
+		args := &extenderv1.ExtenderArgs{Pod: pod, NodeNames: &names}
+		fr, err := srv.Filter(ctx, args)
+		if err != nil || len(*fr.NodeNames) == 0 {
+			b.Fatalf("filter: %v %v", err, fr.FailedNodes)
+		}
+		args.NodeNames = fr.NodeNames
+		if _, err := srv.Prioritize(ctx, args); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
