@@ -49,6 +49,29 @@ type WeightedShape struct {
 // shapes, weighted by frequency. It is immutable once built.
 type Workload struct {
 	Shapes []WeightedShape
+	// The shapes grouped so that fragmentation is computed in one pass over
+	// a node's sorted free memory (indices into Shapes): shares on any
+	// model by ascending share, whole cards on any model, pods without GPU,
+	// and the rest (model constraints), which take the card-by-card path.
+	byShare, whole, noGPU, other []int
+}
+
+// index fills the groups of w.
+func (w *Workload) index() {
+	for i := range w.Shapes {
+		s := &w.Shapes[i]
+		switch {
+		case len(s.models) > 0:
+			w.other = append(w.other, i)
+		case s.Cards == 0:
+			w.noGPU = append(w.noGPU, i)
+		case s.Share == 0:
+			w.whole = append(w.whole, i)
+		default:
+			w.byShare = append(w.byShare, i)
+		}
+	}
+	sort.SliceStable(w.byShare, func(a, b int) bool { return w.Shapes[w.byShare[a]].Share < w.Shapes[w.byShare[b]].Share })
 }
 
 // NewWorkload keeps the most frequent shapes that together cover coverage
@@ -95,6 +118,7 @@ func NewWorkload(counts map[Shape]int64, coverage float64) *Workload {
 	for i := range w.Shapes {
 		w.Shapes[i].Weight /= float64(kept)
 	}
+	w.index()
 	return w
 }
 
@@ -116,16 +140,78 @@ func Fragmentation(n *Node, w *Workload) float64 {
 
 // fragmentation is Fragmentation with extra units used on n.Cards[pos]
 // (pos -1: none), so that card choices are rated without copying the node.
+//
+// Shapes without a model constraint are rated in one pass: with the healthy
+// cards' free memory sorted ascending, a share shape needing x per card
+// fragments the free memory of the cards below x (a prefix sum) when at
+// least Cards cards are at or above x, else all of the idle memory.
 func fragmentation(n *Node, w *Workload, pos int, extra int64) float64 {
 	if w == nil {
 		return 0
 	}
+	var buf [16]int64
+	frees := buf[:0]
+	var idle, wholeFree int64
+	whole := 0
+	for i := range n.Cards {
+		c := &n.Cards[i]
+		if !c.Healthy {
+			continue
+		}
+		used := c.Used
+		if i == pos {
+			used += extra
+		}
+		free := max(c.Total-used, 0)
+		frees = append(frees, free)
+		idle += free
+		if used <= 0 {
+			whole++
+			wholeFree += free
+		}
+	}
+	for i := 1; i < len(frees); i++ { // insertion sort: a node has few cards
+		for j := i; j > 0 && frees[j] < frees[j-1]; j-- {
+			frees[j], frees[j-1] = frees[j-1], frees[j]
+		}
+	}
+	cpuShort := func(s *WeightedShape) bool { return n.Resources && n.CPUFree < s.CPUMilli }
 	var f float64
-	for si := range w.Shapes {
+	var prefix int64
+	j := 0
+	for _, si := range w.byShare {
+		s := &w.Shapes[si]
+		for j < len(frees) && frees[j] < s.Share {
+			prefix += frees[j]
+			j++
+		}
+		frag := prefix
+		if cpuShort(s) || len(frees)-j < s.Cards {
+			frag = idle
+		}
+		f += s.Weight * float64(frag)
+	}
+	for _, si := range w.whole {
+		s := &w.Shapes[si]
+		frag := idle - wholeFree
+		if cpuShort(s) || whole < s.Cards {
+			frag = idle
+		}
+		f += s.Weight * float64(frag)
+	}
+	for _, si := range w.noGPU {
+		if s := &w.Shapes[si]; cpuShort(s) {
+			f += s.Weight * float64(idle)
+		}
+	}
+	for _, si := range w.other {
 		f += w.Shapes[si].Weight * float64(shapeFragment(n, &w.Shapes[si], pos, extra))
 	}
 	return f
 }
+
+// shapeFragment is one shape's fragmentation, card by card: the definition
+// that fragmentation's one-pass groups must agree with.
 
 func shapeFragment(n *Node, s *WeightedShape, pos int, extra int64) int64 {
 	var idle, frag int64

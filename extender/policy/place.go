@@ -88,6 +88,9 @@ func (u *Unfit) Message(unit contract.Unit) string {
 // fits in some way is never rejected. It returns the decision with
 // p.NodeScore, or why the pod does not fit.
 func Place(n *Node, r *Request, p *Policy, w *Workload) (Decision, *Unfit) {
+	if d, ok := placeOne(n, r, p, w); ok {
+		return d, nil
+	}
 	alloc, unfit := search(n, r, p, w)
 	if unfit != nil {
 		if _, again := search(emptied(n), r, p, w); again != nil {
@@ -100,6 +103,51 @@ func Place(n *Node, r *Request, p *Policy, w *Workload) (Decision, *Unfit) {
 	after.CPUFree -= r.CPUMilli
 	after.MemFree -= r.MemMiB
 	return Decision{Node: n.Name, Alloc: alloc, Score: p.NodeScore(n, after, w)}, nil
+}
+
+// placeOne is Place for the common pod: one container on one card. It
+// makes the choice search would make first (cheapest card, then best fit,
+// then lowest position) without copying the node; ok is false when the pod
+// is not of that kind or fits no card, and search then says why.
+func placeOne(n *Node, r *Request, p *Policy, w *Workload) (Decision, bool) {
+	if len(r.Containers) != 1 || r.Containers[0].Cards() != 1 {
+		return Decision{}, false
+	}
+	if n.Resources && (r.CPUMilli > n.CPUFree || r.MemMiB > n.MemFree) {
+		return Decision{}, false
+	}
+	c := r.Containers[0]
+	best, bestShare := -1, int64(0)
+	var bestCost float64
+	var bestFree int64
+	for i := range n.Cards {
+		card := &n.Cards[i]
+		if !r.eligible(card) {
+			continue
+		}
+		share := c.PerCard()
+		if c.Whole() {
+			if card.Used != 0 {
+				continue
+			}
+			share = card.Total
+		} else if card.Free() < share {
+			continue
+		}
+		cost, free := p.CardCost(n, i, share, w), card.Free()-share
+		if best < 0 || cost < bestCost || (cost == bestCost && free < bestFree) {
+			best, bestShare, bestCost, bestFree = i, share, cost, free
+		}
+	}
+	if best < 0 {
+		return Decision{}, false
+	}
+	after := n.Clone()
+	after.Cards[best].Used += bestShare
+	after.CPUFree -= r.CPUMilli
+	after.MemFree -= r.MemMiB
+	alloc := contract.Allocation{c.Index: {n.Cards[best].Index: bestShare}}
+	return Decision{Node: n.Name, Alloc: alloc, Score: p.NodeScore(n, after, w)}, true
 }
 
 // Fits reports whether the pod fits the node at all (any card choice).

@@ -1,6 +1,8 @@
 package policy
 
 import (
+	"math"
+	"math/rand"
 	"strings"
 	"testing"
 
@@ -288,5 +290,42 @@ func TestGet(t *testing.T) {
 	_, err := Get("tetris")
 	if err == nil || !strings.Contains(err.Error(), "binpack, fgd, spread") {
 		t.Errorf("Get(tetris) = %v, want an error listing the policies", err)
+	}
+}
+
+// TestFragmentationOnePassAgrees checks the one-pass fragmentation against
+// the card-by-card definition on random nodes and workloads.
+func TestFragmentationOnePassAgrees(t *testing.T) {
+	rng := rand.New(rand.NewSource(7))
+	models := []string{"T4", "A100", "V100M16"}
+	for trial := range 2000 {
+		n := &Node{Name: "n", Resources: rng.Intn(2) == 0, CPUFree: int64(rng.Intn(8000))}
+		for i := range 1 + rng.Intn(12) {
+			total := int64([]int{1000, 16, 80, 24}[rng.Intn(4)])
+			n.Cards = append(n.Cards, Card{Index: i, Model: models[rng.Intn(3)], Total: total, Used: int64(rng.Intn(int(total) + 1)), Healthy: rng.Intn(8) != 0})
+			if rng.Intn(3) == 0 {
+				n.Cards[i].Used = 0
+			}
+		}
+		counts := map[Shape]int64{}
+		for range 1 + rng.Intn(30) {
+			s := Shape{Cards: rng.Intn(4), CPUMilli: int64(rng.Intn(8000))}
+			if s.Cards > 0 && rng.Intn(3) > 0 {
+				s.Share = int64(1 + rng.Intn(1000))
+			}
+			if rng.Intn(4) == 0 {
+				s.Models = models[rng.Intn(3)]
+			}
+			counts[s] += int64(1 + rng.Intn(50))
+		}
+		w := NewWorkload(counts, 1)
+		pos, extra := rng.Intn(len(n.Cards)+1)-1, int64(rng.Intn(40))
+		var want float64
+		for i := range w.Shapes {
+			want += w.Shapes[i].Weight * float64(shapeFragment(n, &w.Shapes[i], pos, extra))
+		}
+		if got := fragmentation(n, w, pos, extra); math.Abs(got-want) > 1e-6*math.Max(1, want) {
+			t.Fatalf("trial %d: one pass %v, card by card %v\nnode %+v\nshapes %+v", trial, got, want, n, w.Shapes)
+		}
 	}
 }
