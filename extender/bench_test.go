@@ -13,6 +13,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes/fake"
 	"k8s.io/klog/v2"
@@ -140,7 +141,9 @@ func tracePods(b *testing.B, workload string, seed int64, capacity int64) []*cor
 			w.Models(p.spec)
 		}
 		pod := w.Obj()
-		pod.Spec.Containers[0].Resources.Limits[corev1.ResourceMemory] = *resource.NewQuantity(p.mem<<20, resource.BinarySI)
+		mem := *resource.NewQuantity(p.mem<<20, resource.BinarySI)
+		pod.Spec.Containers[0].Resources.Limits[corev1.ResourceMemory] = mem
+		pod.Spec.Containers[0].Resources.Requests[corev1.ResourceMemory] = mem
 		out[i] = pod
 	}
 	return out
@@ -171,9 +174,9 @@ func replay(b *testing.B, srv *Server, names []string, pods []*corev1.Pod, capac
 			// published protocol the policy places them too.
 			ev := srv.evaluate(ctx, req, names)
 			best, score := "", 0.0
-			for _, n := range names {
-				if d, ok := ev.fit[n]; ok && (best == "" || d.Score > score) {
-					best, score = n, d.Score
+			for i, n := range names {
+				if r := &ev.results[i]; r.fits() && (best == "" || r.decision.Score > score) {
+					best, score = n, r.decision.Score
 				}
 			}
 			if best != "" {
@@ -267,20 +270,57 @@ func BenchmarkFilterPrioritize5000(b *testing.B) {
 	}
 }
 
-func benchVerbs(b *testing.B, srv *Server, pod *corev1.Pod, names []string) {
-	ctx := context.Background()
-	b.ReportAllocs()
-	b.ResetTimer()
-	for range b.N {
-		srv.memo.drop(pod.UID)
-		args := &extenderv1.ExtenderArgs{Pod: pod, NodeNames: &names}
-		fr, err := srv.Filter(ctx, args)
-		if err != nil || len(*fr.NodeNames) == 0 {
-			b.Fatalf("filter: %v %v", err, fr.FailedNodes)
+// benchVerbs measures filter plus prioritize for one pod per iteration, in
+// two regimes:
+//   - cold: every pod has a new shape (its CPU request differs), so every
+//     node is evaluated;
+//   - warm: every pod has the same shape and, between pods, one node changes
+//     (as after a bind), so the unchanged nodes' results are reused.
+func benchVerbs(b *testing.B, srv *Server, base *corev1.Pod, names []string) {
+	for _, warm := range []bool{false, true} {
+		name := "cold"
+		if warm {
+			name = "warm"
 		}
-		args.NodeNames = fr.NodeNames
-		if _, err := srv.Prioritize(ctx, args); err != nil {
-			b.Fatal(err)
-		}
+		b.Run(name, func(b *testing.B) {
+			ctx := context.Background()
+			rng := rand.New(rand.NewSource(2))
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := range b.N {
+				pod := base.DeepCopy()
+				pod.Name, pod.UID = fmt.Sprintf("%s-%s-%d", base.Name, name, i), types.UID(fmt.Sprintf("%s-%s-%d", base.UID, name, i))
+				if warm {
+					b.StopTimer()
+					touch(b, srv, names[rng.Intn(len(names))], i)
+					b.StartTimer()
+				} else {
+					cpu := *resource.NewMilliQuantity(int64(1+i%1000), resource.DecimalSI)
+					pod.Spec.Containers[0].Resources.Limits[corev1.ResourceCPU] = cpu
+					pod.Spec.Containers[0].Resources.Requests[corev1.ResourceCPU] = cpu
+				}
+				args := &extenderv1.ExtenderArgs{Pod: pod, NodeNames: &names}
+				fr, err := srv.Filter(ctx, args)
+				if err != nil || len(*fr.NodeNames) == 0 {
+					b.Fatalf("filter: %v %v", err, fr.FailedNodes)
+				}
+				args.NodeNames = fr.NodeNames
+				if _, err := srv.Prioritize(ctx, args); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+var touches int
+
+// touch changes one node as a bind would: a CPU-only pod lands on it.
+func touch(b *testing.B, srv *Server, node string, _ int) {
+	touches++
+	pod := fixture.MakePod().Name(fmt.Sprintf("touch-%d", touches)).Container("", "", "1m").Obj()
+	req, _ := cache.RequestOf(pod)
+	if err := srv.cache.Assume(pod, req, node, contract.Allocation{}); err != nil {
+		b.Fatal(err)
 	}
 }

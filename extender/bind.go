@@ -102,25 +102,24 @@ func (s *Server) getPod(ctx context.Context, args *extenderv1.ExtenderBindingArg
 // on the current state.
 func (s *Server) assume(ctx context.Context, pod *corev1.Pod, req *policy.Request, node string) (contract.Allocation, error) {
 	if ev := s.memo.get(pod.UID); ev != nil {
-		if d, ok := ev.fit[node]; ok {
-			err := s.cache.Assume(pod, req, node, d.Alloc)
+		if r, ok := ev.result(node); ok && r.fits() {
+			err := s.cache.Assume(pod, req, node, r.decision.Alloc)
 			if err == nil || !errors.Is(err, cache.ErrDoesNotFit) {
-				return d.Alloc, err
+				return r.decision.Alloc, err
 			}
 		}
 	}
 	for attempt := 0; ; attempt++ {
-		ev := s.evaluate(ctx, req, []string{node})
-		if u, ok := ev.unfit[node]; ok {
-			return nil, fmt.Errorf("pod %s no longer fits node %s: %s", klog.KObj(pod), node, u.Message(s.unit))
-		}
-		d, ok := ev.fit[node]
-		if !ok {
+		r := s.evaluate(ctx, req, []string{node}).results[0]
+		if !r.known {
 			return nil, fmt.Errorf("node %s is not known to the extender", node)
 		}
-		err := s.cache.Assume(pod, req, node, d.Alloc)
+		if r.unfit != nil {
+			return nil, fmt.Errorf("pod %s no longer fits node %s: %s", klog.KObj(pod), node, r.unfit.Message(s.unit))
+		}
+		err := s.cache.Assume(pod, req, node, r.decision.Alloc)
 		if err == nil || !errors.Is(err, cache.ErrDoesNotFit) || attempt == 3 {
-			return d.Alloc, err
+			return r.decision.Alloc, err
 		}
 		// Another bind took the cards between evaluate and Assume: again.
 	}

@@ -110,7 +110,11 @@ func TestBindUsesTheScoredCards(t *testing.T) {
 	if ev == nil {
 		t.Fatal("prioritize kept no decision")
 	}
-	scored := ev.fit["n"].Alloc.String()
+	r, ok := ev.result("n")
+	if !ok || !r.fits() {
+		t.Fatal("prioritize kept no decision for n")
+	}
+	scored := r.decision.Alloc.String()
 	var br extenderv1.ExtenderBindingResult
 	e.post(bindPath, extenderv1.ExtenderBindingArgs{PodName: "p", PodNamespace: "default", PodUID: pod.UID, Node: "n"}, &br)
 	if br.Error != "" {

@@ -66,25 +66,31 @@ func (s *Server) Filter(ctx context.Context, args *extenderv1.ExtenderArgs) (*ex
 			res.FailedAndUnresolvableNodes[n] = msg
 		}
 		s.metrics.rejections.WithLabelValues("bad_request").Add(float64(len(names)))
-		return keep(args, res, nil), nil
+		return keep(args, res, func(int) bool { return false }), nil
 	}
 	ev := s.evaluate(ctx, req, names)
 	s.memo.put(args.Pod.UID, ev)
-	for _, n := range ev.unknown {
-		res.FailedNodes[n] = "gpupack: node is not in the extender's cache (deleted, or not yet seen)"
-		s.metrics.rejections.WithLabelValues("unknown_node").Inc()
-	}
-	for n, u := range ev.unfit {
-		msg := "gpupack: " + u.Message(s.unit)
-		if u.Unresolvable {
-			res.FailedAndUnresolvableNodes[n] = msg
-		} else {
-			res.FailedNodes[n] = msg
+	fit := 0
+	for i, n := range names {
+		r := &ev.results[i]
+		switch {
+		case !r.known:
+			res.FailedNodes[n] = "gpupack: node is not in the extender's cache (deleted, or not yet seen)"
+			s.metrics.rejections.WithLabelValues("unknown_node").Inc()
+		case r.unfit != nil:
+			msg := "gpupack: " + r.unfit.Message(s.unit)
+			if r.unfit.Unresolvable {
+				res.FailedAndUnresolvableNodes[n] = msg
+			} else {
+				res.FailedNodes[n] = msg
+			}
+			s.metrics.rejections.WithLabelValues(reasonLabel(r.unfit)).Inc()
+		default:
+			fit++
 		}
-		s.metrics.rejections.WithLabelValues(reasonLabel(u)).Inc()
 	}
-	log.V(4).Info("Filtered", "nodes", len(names), "fit", len(ev.fit), "unfit", len(ev.unfit), "unknown", len(ev.unknown))
-	return keep(args, res, ev.fit), nil
+	log.V(4).Info("Filtered", "nodes", len(names), "fit", fit)
+	return keep(args, res, func(i int) bool { return ev.results[i].fits() }), nil
 }
 
 func passAll(args *extenderv1.ExtenderArgs, res *extenderv1.ExtenderFilterResult) *extenderv1.ExtenderFilterResult {
@@ -92,13 +98,13 @@ func passAll(args *extenderv1.ExtenderArgs, res *extenderv1.ExtenderFilterResult
 	return res
 }
 
-// keep answers in the mode of the request with the nodes in fit, in the
-// request's order.
-func keep(args *extenderv1.ExtenderArgs, res *extenderv1.ExtenderFilterResult, fit map[string]policy.Decision) *extenderv1.ExtenderFilterResult {
+// keep answers in the mode of the request with the nodes at the positions
+// where fit holds, in the request's order.
+func keep(args *extenderv1.ExtenderArgs, res *extenderv1.ExtenderFilterResult, fit func(i int) bool) *extenderv1.ExtenderFilterResult {
 	if args.NodeNames != nil {
 		names := []string{}
-		for _, n := range *args.NodeNames {
-			if _, ok := fit[n]; ok {
+		for i, n := range *args.NodeNames {
+			if fit(i) {
 				names = append(names, n)
 			}
 		}
@@ -107,7 +113,7 @@ func keep(args *extenderv1.ExtenderArgs, res *extenderv1.ExtenderFilterResult, f
 	}
 	list := &corev1.NodeList{Items: []corev1.Node{}}
 	for i := range args.Nodes.Items {
-		if _, ok := fit[args.Nodes.Items[i].Name]; ok {
+		if fit(i) {
 			list.Items = append(list.Items, args.Nodes.Items[i])
 		}
 	}
@@ -131,16 +137,16 @@ func (s *Server) Prioritize(ctx context.Context, args *extenderv1.ExtenderArgs) 
 		return out, nil // not a GPU pod, or one filter already rejected
 	}
 	ev := s.memo.get(args.Pod.UID)
-	if ev == nil || !s.fresh(ev) || !covers(ev, names) {
+	if ev == nil || !s.fresh(ev) || !ev.sameNodes(names) {
 		ev = s.evaluate(ctx, req, names)
 		s.memo.put(args.Pod.UID, ev)
 	}
 	var idx []int
 	var raw []float64
-	for i, n := range names {
-		if d, ok := ev.fit[n]; ok {
+	for i := range names {
+		if r := &ev.results[i]; r.fits() {
 			idx = append(idx, i)
-			raw = append(raw, d.Score)
+			raw = append(raw, r.decision.Score)
 		}
 	}
 	for j, score := range policy.Normalize(raw) {
@@ -159,23 +165,4 @@ func (s *Server) fresh(ev *evaluation) bool {
 	fresh := false
 	s.cache.Read(func(gen uint64, _ func(string) *policy.Node) { fresh = gen == ev.gen })
 	return fresh
-}
-
-// covers reports whether the evaluation judged every node named.
-func covers(ev *evaluation, names []string) bool {
-	if len(names) > ev.requests {
-		return false
-	}
-	unknown := make(map[string]bool, len(ev.unknown))
-	for _, n := range ev.unknown {
-		unknown[n] = true
-	}
-	for _, n := range names {
-		_, a := ev.fit[n]
-		_, b := ev.unfit[n]
-		if !a && !b && !unknown[n] {
-			return false
-		}
-	}
-	return true
 }

@@ -49,6 +49,7 @@ type Server struct {
 	ready   func() bool
 	metrics *metrics
 	memo    *memo
+	results resultCache
 	// requireClientCert makes /bind refuse callers without a verified
 	// client certificate.
 	requireClientCert bool

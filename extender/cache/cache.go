@@ -46,6 +46,9 @@ type Cache struct {
 	shapes   map[policy.Shape]int64
 	learned  map[types.UID]struct{}
 	workload *policy.Workload
+	// counted is how many pods the shapes count; built how many the
+	// workload was built from.
+	counted, built int64
 	// gen changes whenever any node's cards do.
 	gen uint64
 }
@@ -244,21 +247,24 @@ func (c *Cache) learn(uid types.UID, req *policy.Request) {
 	}
 	c.learned[uid] = struct{}{}
 	c.shapes[policy.ShapeOf(req)]++
-	c.workload = nil
+	c.counted++
 }
 
 // Workload is the FGD target workload: the shapes of every pod seen so far.
+// It is rebuilt once the pods counted grew by 1% (every pod while fewer
+// than 100 were seen), so that results that depend on it can be reused.
 func (c *Cache) Workload() *policy.Workload {
+	stale := func() bool { return c.workload == nil || c.counted >= c.built+max(1, c.built/100) }
 	c.mu.RLock()
-	w := c.workload
+	w, ok := c.workload, !stale()
 	c.mu.RUnlock()
-	if w != nil {
+	if ok {
 		return w
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.workload == nil {
-		c.workload = policy.NewWorkload(c.shapes, c.opts.Coverage)
+	if stale() {
+		c.workload, c.built = policy.NewWorkload(c.shapes, c.opts.Coverage), c.counted
 	}
 	return c.workload
 }
@@ -268,6 +274,7 @@ func (c *Cache) Workload() *policy.Workload {
 // room, else where it fits best, else unplaced.
 func (c *Cache) reconcile(ns *nodeState) {
 	c.gen++
+	ns.pn.Version = c.gen
 	for i := range ns.pn.Cards {
 		ns.pn.Cards[i].Used = 0
 	}

@@ -120,11 +120,21 @@ func placeOne(n *Node, r *Request, p *Policy, w *Workload) (Decision, bool) {
 	best, bestShare := -1, int64(0)
 	var bestCost float64
 	var bestFree int64
+	// Cards alike (model, size, use) cost alike: the first of them is rated.
+	var rated [16]*Card
+	seen := rated[:0]
+cards:
 	for i := range n.Cards {
 		card := &n.Cards[i]
 		if !r.eligible(card) {
 			continue
 		}
+		for _, o := range seen {
+			if o.Total == card.Total && o.Used == card.Used && o.Model == card.Model {
+				continue cards
+			}
+		}
+		seen = append(seen, card)
 		share := c.PerCard()
 		if c.Whole() {
 			if card.Used != 0 {

@@ -27,6 +27,9 @@ func (c *Card) Free() int64 {
 type Node struct {
 	Name  string
 	Cards []Card
+	// Version changes whenever the node's state does (set by whoever keeps
+	// the state); a result computed at one version holds while it is unchanged.
+	Version uint64
 	// Resources tells whether CPUFree and MemFree are known. The extender
 	// leaves CPU and memory to kube-scheduler; the simulator checks them here.
 	Resources bool
