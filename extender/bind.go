@@ -103,9 +103,10 @@ func (s *Server) getPod(ctx context.Context, args *extenderv1.ExtenderBindingArg
 func (s *Server) assume(ctx context.Context, pod *corev1.Pod, req *policy.Request, node string) (contract.Allocation, error) {
 	if ev := s.memo.get(pod.UID); ev != nil {
 		if r, ok := ev.result(node); ok && r.fits() {
-			err := s.cache.Assume(pod, req, node, r.decision.Alloc)
+			a := r.decision.Allocation()
+			err := s.cache.Assume(pod, req, node, a)
 			if err == nil || !errors.Is(err, cache.ErrDoesNotFit) {
-				return r.decision.Alloc, err
+				return a, err
 			}
 		}
 	}
@@ -117,9 +118,10 @@ func (s *Server) assume(ctx context.Context, pod *corev1.Pod, req *policy.Reques
 		if r.unfit != nil {
 			return nil, fmt.Errorf("pod %s no longer fits node %s: %s", klog.KObj(pod), node, r.unfit.Message(s.unit))
 		}
-		err := s.cache.Assume(pod, req, node, r.decision.Alloc)
+		a := r.decision.Allocation()
+		err := s.cache.Assume(pod, req, node, a)
 		if err == nil || !errors.Is(err, cache.ErrDoesNotFit) || attempt == 3 {
-			return r.decision.Alloc, err
+			return a, err
 		}
 		// Another bind took the cards between evaluate and Assume: again.
 	}

@@ -114,7 +114,7 @@ func TestBindUsesTheScoredCards(t *testing.T) {
 	if !ok || !r.fits() {
 		t.Fatal("prioritize kept no decision for n")
 	}
-	scored := r.decision.Alloc.String()
+	scored := r.decision.Allocation().String()
 	var br extenderv1.ExtenderBindingResult
 	e.post(bindPath, extenderv1.ExtenderBindingArgs{PodName: "p", PodNamespace: "default", PodUID: pod.UID, Node: "n"}, &br)
 	if br.Error != "" {

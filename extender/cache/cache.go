@@ -304,7 +304,7 @@ func (c *Cache) reconcile(ns *nodeState) {
 		if ps.claim != nil && claimFits(&ns.pn, ps.claim, ps.req) {
 			ps.trust, ps.alloc = Claimed, wholeSized(&ns.pn, ps.claim, ps.req)
 		} else if d, unfit := policy.Place(&ns.pn, gpuOnly(ps.req), bestFit, nil); unfit == nil {
-			ps.trust, ps.alloc = Fitted, d.Alloc
+			ps.trust, ps.alloc = Fitted, d.Allocation()
 		} else {
 			ps.trust, ps.alloc = Unplaced, nil
 			if !ns.exists {

@@ -48,7 +48,7 @@ func FuzzPlace(f *testing.F) {
 				continue
 			}
 			fitsSome = true
-			check(t, n, r, d.Alloc)
+			check(t, n, r, d.Allocation())
 		}
 	})
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"sync"
 
 	"github.com/gpupack/gpupack/contract"
 )
@@ -16,8 +17,40 @@ const searchBudget = 4096
 // Decision is a placement of a pod on a node, with the policy's raw score.
 type Decision struct {
 	Node  string
-	Alloc contract.Allocation
 	Score float64
+	// alloc is the placement; a one-card placement is kept as one, so
+	// that rating thousands of nodes does not build thousands of maps.
+	alloc contract.Allocation
+	one   struct {
+		container, card int
+		units           int64
+	}
+}
+
+// Allocation returns the placement (a new map the caller may keep).
+func (d Decision) Allocation() contract.Allocation {
+	if d.alloc != nil {
+		return d.alloc.Clone()
+	}
+	return contract.Allocation{d.one.container: {d.one.card: d.one.units}}
+}
+
+// afterPool holds scratch nodes for NodeScore's "after" state.
+var afterPool = sync.Pool{New: func() any { return &Node{Cards: make([]Card, 0, 16)} }}
+
+// scoreAfter rates n with one share added on n.Cards[pos] and the request's
+// CPU and memory taken, on a pooled copy.
+func scoreAfter(n *Node, pos int, share int64, r *Request, p *Policy, w *Workload) float64 {
+	after := afterPool.Get().(*Node)
+	cards := append(after.Cards[:0], n.Cards...)
+	*after = *n
+	after.Cards = cards
+	after.Cards[pos].Used += share
+	after.CPUFree -= r.CPUMilli
+	after.MemFree -= r.MemMiB
+	score := p.NodeScore(n, after, w)
+	afterPool.Put(after)
+	return score
 }
 
 // UnfitKind says why a pod does not fit a node.
@@ -102,7 +135,7 @@ func Place(n *Node, r *Request, p *Policy, w *Workload) (Decision, *Unfit) {
 	after.Apply(alloc)
 	after.CPUFree -= r.CPUMilli
 	after.MemFree -= r.MemMiB
-	return Decision{Node: n.Name, Alloc: alloc, Score: p.NodeScore(n, after, w)}, nil
+	return Decision{Node: n.Name, alloc: alloc, Score: p.NodeScore(n, after, w)}, nil
 }
 
 // placeOne is Place for the common pod: one container on one card. It
@@ -152,12 +185,9 @@ cards:
 	if best < 0 {
 		return Decision{}, false
 	}
-	after := n.Clone()
-	after.Cards[best].Used += bestShare
-	after.CPUFree -= r.CPUMilli
-	after.MemFree -= r.MemMiB
-	alloc := contract.Allocation{c.Index: {n.Cards[best].Index: bestShare}}
-	return Decision{Node: n.Name, Alloc: alloc, Score: p.NodeScore(n, after, w)}, true
+	d := Decision{Node: n.Name, Score: scoreAfter(n, best, bestShare, r, p, w)}
+	d.one.container, d.one.card, d.one.units = c.Index, n.Cards[best].Index, bestShare
+	return d, true
 }
 
 // Fits reports whether the pod fits the node at all (any card choice).

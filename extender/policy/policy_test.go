@@ -85,7 +85,7 @@ func TestPlaceCardChoice(t *testing.T) {
 			if unfit != nil {
 				t.Fatalf("Place: %s", unfit.Message(contract.GiB))
 			}
-			if diff := cmp.Diff(tt.want, d.Alloc); diff != "" {
+			if diff := cmp.Diff(tt.want, d.Allocation()); diff != "" {
 				t.Errorf("allocation (-want +got):\n%s", diff)
 			}
 		})
@@ -242,7 +242,7 @@ func TestFragmentation(t *testing.T) {
 		if u != nil {
 			t.Fatal(u.Message(contract.GiB))
 		}
-		if diff := cmp.Diff(contract.Allocation{0: {0: 500}}, d.Alloc); diff != "" {
+		if diff := cmp.Diff(contract.Allocation{0: {0: 500}}, d.Allocation()); diff != "" {
 			t.Errorf("allocation (-want +got):\n%s", diff)
 		}
 		if d.Score != 250 {
