@@ -31,6 +31,8 @@ type nodeResult struct {
 	version  uint64
 	decision policy.Decision
 	unfit    *policy.Unfit
+	// reason is unfit's message, made once per node version.
+	reason string
 }
 
 func (r *nodeResult) fits() bool { return r.known && r.unfit == nil }
@@ -87,6 +89,9 @@ func (s *Server) evaluate(ctx context.Context, req *policy.Request, names []stri
 			}
 			d, u := policy.Place(n, req, s.policy, w)
 			ev.results[i] = nodeResult{known: true, version: n.Version, decision: d, unfit: u}
+			if u != nil {
+				ev.results[i].reason = "gpupack: " + u.Message(s.unit)
+			}
 		}, workqueue.WithChunkSize(chunk))
 	})
 	s.results.put(key, ev)

@@ -71,23 +71,26 @@ func (s *Server) Filter(ctx context.Context, args *extenderv1.ExtenderArgs) (*ex
 	ev := s.evaluate(ctx, req, names)
 	s.memo.put(args.Pod.UID, ev)
 	fit := 0
+	rejected := map[string]int{}
 	for i, n := range names {
 		r := &ev.results[i]
 		switch {
 		case !r.known:
 			res.FailedNodes[n] = "gpupack: node is not in the extender's cache (deleted, or not yet seen)"
-			s.metrics.rejections.WithLabelValues("unknown_node").Inc()
+			rejected["unknown_node"]++
 		case r.unfit != nil:
-			msg := "gpupack: " + r.unfit.Message(s.unit)
 			if r.unfit.Unresolvable {
-				res.FailedAndUnresolvableNodes[n] = msg
+				res.FailedAndUnresolvableNodes[n] = r.reason
 			} else {
-				res.FailedNodes[n] = msg
+				res.FailedNodes[n] = r.reason
 			}
-			s.metrics.rejections.WithLabelValues(reasonLabel(r.unfit)).Inc()
+			rejected[reasonLabel(r.unfit)]++
 		default:
 			fit++
 		}
+	}
+	for reason, count := range rejected {
+		s.metrics.rejections.WithLabelValues(reason).Add(float64(count))
 	}
 	log.V(4).Info("Filtered", "nodes", len(names), "fit", fit)
 	return keep(args, res, func(i int) bool { return ev.results[i].fits() }), nil

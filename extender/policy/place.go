@@ -126,9 +126,7 @@ func Place(n *Node, r *Request, p *Policy, w *Workload) (Decision, *Unfit) {
 	}
 	alloc, unfit := search(n, r, p, w)
 	if unfit != nil {
-		if _, again := search(emptied(n), r, p, w); again != nil {
-			unfit.Unresolvable = true
-		}
+		unfit.Unresolvable = neverFits(n, r, p, w)
 		return Decision{}, unfit
 	}
 	after := n.Clone()
@@ -203,6 +201,25 @@ var firstFit = Policy{
 	NodeScore: func(*Node, *Node, *Workload) float64 { return 0 },
 }
 
+// neverFits reports whether the pod would not fit even on the empty,
+// healthy node. One container is judged from the cards' sizes; several are
+// searched on an emptied copy.
+func neverFits(n *Node, r *Request, p *Policy, w *Workload) bool {
+	if len(r.Containers) != 1 {
+		_, u := search(emptied(n), r, p, w)
+		return u != nil
+	}
+	c := r.Containers[0]
+	big := 0
+	for i := range n.Cards {
+		card := &n.Cards[i]
+		if contract.ModelAllowed(r.Models, card.Model) && card.Total >= c.PerCard() {
+			big++
+		}
+	}
+	return big < c.Cards()
+}
+
 // emptied is n with every card free and healthy, CPU and memory unchecked:
 // what could fit there at best once its pods are gone.
 func emptied(n *Node) *Node {
@@ -260,10 +277,8 @@ func search(n *Node, r *Request, p *Policy, w *Workload) (contract.Allocation, *
 func aloneUnfit(n *Node, r *Request, c contract.ContainerRequest) *Unfit {
 	var eligible, whole, enough int
 	var largest int64
-	var models []string
 	for i := range n.Cards {
 		card := &n.Cards[i]
-		models = append(models, modelName(card))
 		if !r.eligible(card) {
 			continue
 		}
@@ -280,6 +295,10 @@ func aloneUnfit(n *Node, r *Request, c contract.ContainerRequest) *Unfit {
 	}
 	switch {
 	case eligible == 0:
+		models := make([]string, len(n.Cards))
+		for i := range n.Cards {
+			models[i] = modelName(&n.Cards[i])
+		}
 		return &Unfit{Kind: UnfitModel, Container: c.Name, Models: modelsOrAny(r.Models), NodeModels: countModels(models)}
 	case c.Whole() && whole < c.Cards():
 		return &Unfit{Kind: UnfitWholeCard, Container: c.Name, Need: int64(c.Cards()), Have: int64(whole), Cards: c.Cards()}
