@@ -15,10 +15,7 @@ func (c *Cache) Watch(factory informers.SharedInformerFactory) ([]toolscache.Inf
 		AddFunc:    func(obj any) { c.onNode(obj) },
 		UpdateFunc: func(_, obj any) { c.onNode(obj) },
 		DeleteFunc: func(obj any) {
-			if t, ok := obj.(toolscache.DeletedFinalStateUnknown); ok {
-				obj = t.Obj
-			}
-			if n, ok := obj.(*corev1.Node); ok {
+			if n, ok := deleted[*corev1.Node](obj); ok {
 				c.DeleteNode(n.Name)
 			}
 		},
@@ -30,10 +27,7 @@ func (c *Cache) Watch(factory informers.SharedInformerFactory) ([]toolscache.Inf
 		AddFunc:    func(obj any) { c.onPod(obj) },
 		UpdateFunc: func(_, obj any) { c.onPod(obj) },
 		DeleteFunc: func(obj any) {
-			if t, ok := obj.(toolscache.DeletedFinalStateUnknown); ok {
-				obj = t.Obj
-			}
-			if p, ok := obj.(*corev1.Pod); ok {
+			if p, ok := deleted[*corev1.Pod](obj); ok {
 				c.DeletePod(p.UID)
 			}
 		},
@@ -54,4 +48,13 @@ func (c *Cache) onPod(obj any) {
 	if p, ok := obj.(*corev1.Pod); ok {
 		c.SetPod(p)
 	}
+}
+
+// deleted unwraps a delete notification, tombstones included.
+func deleted[T any](obj any) (T, bool) {
+	if t, ok := obj.(toolscache.DeletedFinalStateUnknown); ok {
+		obj = t.Obj
+	}
+	v, ok := obj.(T)
+	return v, ok
 }

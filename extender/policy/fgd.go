@@ -158,10 +158,7 @@ func fragmentation(n *Node, w *Workload, pos int, extra int64) float64 {
 		if !c.Healthy {
 			continue
 		}
-		used := c.Used
-		if i == pos {
-			used += extra
-		}
+		used := usedWith(c, i, pos, extra)
 		free := max(c.Total-used, 0)
 		frees = append(frees, free)
 		idle += free
@@ -212,7 +209,6 @@ func fragmentation(n *Node, w *Workload, pos int, extra int64) float64 {
 
 // shapeFragment is one shape's fragmentation, card by card: the definition
 // that fragmentation's one-pass groups must agree with.
-
 func shapeFragment(n *Node, s *WeightedShape, pos int, extra int64) int64 {
 	var idle, frag int64
 	fit := 0
@@ -221,10 +217,7 @@ func shapeFragment(n *Node, s *WeightedShape, pos int, extra int64) int64 {
 		if !c.Healthy {
 			continue
 		}
-		used := c.Used
-		if i == pos {
-			used += extra
-		}
+		used := usedWith(c, i, pos, extra)
 		free := max(c.Total-used, 0)
 		idle += free
 		if s.Cards == 0 {
@@ -259,4 +252,13 @@ func init() {
 			return Fragmentation(before, w) - Fragmentation(after, w)
 		},
 	})
+}
+
+// usedWith is what card c (at position i) holds once extra units are added
+// at position pos.
+func usedWith(c *Card, i, pos int, extra int64) int64 {
+	if i == pos {
+		return c.Used + extra
+	}
+	return c.Used
 }
