@@ -170,24 +170,30 @@ func internalIP(node *corev1.Node) string {
 func (c *Cache) SetPod(pod *corev1.Pod) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	log := c.opts.Logger.WithValues("pod", klog.KObj(pod))
 	if terminal(pod) {
 		c.removePod(pod.UID)
 		return
 	}
+	old, known := c.pods[pod.UID]
+	if known && old.trusted() && old.node == pod.Spec.NodeName {
+		// Our own decision stands: the informer caught up with the bind, or
+		// the pod changed in a way that cannot move it (an edited annotation
+		// does not move a running container to another card).
+		old.bound = true
+		return
+	}
+	fp := fingerprint(pod)
+	if known && old.fingerprint == fp {
+		return // a status update: nothing placement reads has changed
+	}
 	req, err := RequestOf(pod)
 	if err != nil && !errors.Is(err, contract.ErrNoGPU) {
 		// A bad request never gets a card: only its CPU and memory count.
-		log.V(4).Info("Pod asks for GPU in a way the extender rejects", "err", err)
+		c.opts.Logger.V(4).Info("Pod asks for GPU in a way the extender rejects", "pod", klog.KObj(pod), "err", err)
 	}
 	c.learn(pod.UID, req)
-	old, known := c.pods[pod.UID]
 	if pod.Spec.NodeName == "" {
 		// Pending: only a bind in flight is counted; annotations never are.
-		return
-	}
-	if known && old.trust == Assumed && old.node == pod.Spec.NodeName {
-		old.bound = true
 		return
 	}
 	if known {
@@ -195,13 +201,13 @@ func (c *Cache) SetPod(pod *corev1.Pod) {
 	}
 	ps := &podState{
 		uid: pod.UID, namespace: pod.Namespace, name: pod.Name, node: pod.Spec.NodeName,
-		created: pod.CreationTimestamp.UnixNano(), req: req, bound: true,
+		created: pod.CreationTimestamp.UnixNano(), req: req, bound: true, fingerprint: fp,
 	}
 	if len(req.Containers) > 0 {
 		claim, signed, err := claimOf(pod, req, c.opts.SigningKey)
 		switch {
 		case err != nil:
-			log.V(2).Info("Bound GPU pod has no usable allocation; placing it where it fits", "node", pod.Spec.NodeName, "err", err)
+			c.opts.Logger.V(2).Info("Bound GPU pod has no usable allocation; placing it where it fits", "pod", klog.KObj(pod), "node", pod.Spec.NodeName, "err", err)
 		case signed:
 			ps.trust, ps.alloc = Signed, claim
 		default:
@@ -306,9 +312,10 @@ func (c *Cache) reconcile(ns *nodeState) {
 		} else if d, unfit := policy.Place(&ns.pn, gpuOnly(ps.req), bestFit, nil); unfit == nil {
 			ps.trust, ps.alloc = Fitted, d.Allocation()
 		} else {
+			was := ps.trust
 			ps.trust, ps.alloc = Unplaced, nil
-			if !ns.exists {
-				continue // the Node object has not arrived yet
+			if !ns.exists || was == Unplaced {
+				continue // the Node object has not arrived yet, or already said
 			}
 			c.opts.Logger.Error(nil, "GPU pod fits no card of its node: the node is over-committed", "pod", klog.KRef(ps.namespace, ps.name), "node", ns.pn.Name, "reason", unfit.Message(c.opts.Unit))
 			continue

@@ -225,3 +225,37 @@ func TestNodes(t *testing.T) {
 		}
 	})
 }
+
+func TestStatusUpdatesKeepTheDecision(t *testing.T) {
+	c := newCache()
+	c.SetNode(fixture.MakeNode("n").Cards("T4", fixture.GiB(16), fixture.GiB(16)).Obj())
+	p := signed(fixture.MakePod().Name("a").GPUMem(4), "n", `{"0":{"1":4}}`)
+	c.SetPod(p)
+	before := c.gen
+	p.Status.Phase = corev1.PodRunning
+	p.Labels = map[string]string{"x": "y"}
+	c.SetPod(p)
+	if c.gen != before {
+		t.Error("a status update recounted the node")
+	}
+	// Editing the decision on a running pod does not move its share.
+	p.Annotations[contract.AnnotationAllocation] = `{"0":{"0":4}}`
+	c.SetPod(p)
+	if got, trust := used(c, "n"), trustOf(c, "n", "a"); !cmp.Equal(got, []int64{0, 4}) || trust != Signed {
+		t.Errorf("after the annotation was edited: used %v trust %s", got, trust)
+	}
+	// An untrusted pod's edited claim is read again.
+	q := fixture.MakePod().Name("b").Node("n").GPUMem(2).Annotation(contract.AnnotationAllocation, `{"0":{"1":2}}`).Obj()
+	c.SetPod(q)
+	q.Annotations[contract.AnnotationAllocation] = `{"0":{"0":2}}`
+	c.SetPod(q)
+	if got := used(c, "n"); !cmp.Equal(got, []int64{2, 4}) {
+		t.Errorf("after the claim changed: %v", got)
+	}
+	// Running out ends the share.
+	p.Status.Phase = corev1.PodSucceeded
+	c.SetPod(p)
+	if got := used(c, "n"); !cmp.Equal(got, []int64{2, 0}) {
+		t.Errorf("after success: %v", got)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -48,6 +49,35 @@ type podState struct {
 	trust Trust
 	// bound is false while the bind is in flight (assumed only).
 	bound bool
+	// fingerprint is what placement read of the pod object (see fingerprint).
+	fingerprint string
+}
+
+// fingerprint joins what the cache reads of a pod: its node, the decision
+// annotations, and its containers' resources. Updates that change none of it
+// (status, labels) are skipped.
+func fingerprint(pod *corev1.Pod) string {
+	var b strings.Builder
+	b.WriteString(pod.Spec.NodeName)
+	for _, k := range []string{contract.AnnotationAllocation, contract.AnnotationIndex, contract.AnnotationNode, contract.AnnotationSignature, contract.AnnotationModels} {
+		b.WriteByte(0)
+		b.WriteString(pod.Annotations[k])
+	}
+	for _, cs := range [][]corev1.Container{pod.Spec.InitContainers, pod.Spec.Containers} {
+		for i := range cs {
+			b.WriteByte(0)
+			b.WriteString(cs[i].Resources.String())
+		}
+	}
+	if pod.Spec.Overhead != nil {
+		b.WriteByte(0)
+		b.WriteString((&corev1.ResourceRequirements{Limits: pod.Spec.Overhead}).String())
+	}
+	if pod.Spec.Resources != nil {
+		b.WriteByte(0)
+		b.WriteString(pod.Spec.Resources.String())
+	}
+	return b.String()
 }
 
 func (p *podState) trusted() bool { return p.trust == Assumed || p.trust == Signed }
