@@ -1,0 +1,190 @@
+package mock
+
+import (
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"syscall"
+
+	"sigs.k8s.io/yaml"
+)
+
+// State is a simulated node.
+type State struct {
+	// Node names the node (it seeds the cards' UUIDs).
+	Node  string      `json:"node"`
+	Cards []CardState `json:"cards"`
+	// Events are faults not yet delivered, in order; Seq numbers them.
+	Events []Event `json:"events,omitempty"`
+	Seq    uint64  `json:"seq"`
+}
+
+// CardState is one simulated card.
+type CardState struct {
+	Model     string    `json:"model"`
+	UUID      string    `json:"uuid"`
+	MemoryMiB int64     `json:"memoryMiB"`
+	IdleW     int       `json:"idleW"`
+	MaxW      int       `json:"maxW"`
+	Lost      bool      `json:"lost,omitempty"`
+	Processes []Process `json:"processes,omitempty"`
+}
+
+// Process is a process using a card.
+type Process struct {
+	PID     int   `json:"pid"`
+	UsedMiB int64 `json:"usedMiB"`
+	// SM is the share of the card's SMs it keeps busy, 0..100.
+	SM int `json:"sm"`
+	// Job names the simulated job, for people reading the file.
+	Job string `json:"job,omitempty"`
+}
+
+// Event is a fault to deliver through NVML events.
+type Event struct {
+	Seq  uint64 `json:"seq"`
+	Card int    `json:"card"`
+	// Xid is the Xid of a critical error; 0 with DoubleBitECC set for an
+	// ECC error.
+	Xid          uint64 `json:"xid,omitempty"`
+	DoubleBitECC bool   `json:"doubleBitECC,omitempty"`
+}
+
+// Config describes a node to simulate: a preset or a list of cards.
+type Config struct {
+	Node   string   `json:"node"`
+	Preset string   `json:"preset,omitempty"`
+	Cards  []string `json:"cards,omitempty"`
+}
+
+// NewState builds a node from a config: a preset name, or a list of card
+// models (short or NVML names).
+func NewState(c Config) (*State, error) {
+	models := c.Cards
+	if c.Preset != "" {
+		p, ok := Presets[c.Preset]
+		if !ok {
+			return nil, fmt.Errorf("unknown preset %q: known presets are %v", c.Preset, PresetNames())
+		}
+		models = p
+	}
+	if len(models) == 0 {
+		return nil, errors.New("a simulated node needs a preset or at least one card")
+	}
+	s := &State{Node: c.Node}
+	for i, name := range models {
+		m, err := lookupModel(name)
+		if err != nil {
+			return nil, fmt.Errorf("card %d: %w", i, err)
+		}
+		s.Cards = append(s.Cards, CardState{Model: m.Name, UUID: uuidFor(c.Node, i), MemoryMiB: m.MemoryMiB, IdleW: m.IdleW, MaxW: m.MaxW})
+	}
+	return s, nil
+}
+
+// uuidFor makes a stable, NVML-shaped UUID for card i of a node.
+func uuidFor(node string, i int) string {
+	h := sha256.Sum256([]byte(fmt.Sprintf("%s/%d", node, i)))
+	return fmt.Sprintf("GPU-%x-%x-%x-%x-%x", h[0:4], h[4:6], h[6:8], h[8:10], h[10:16])
+}
+
+// LoadConfig reads a node config file (YAML or JSON).
+func LoadConfig(path string) (Config, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return Config{}, fmt.Errorf("reading mock config: %w", err)
+	}
+	var c Config
+	if err := yaml.UnmarshalStrict(b, &c); err != nil {
+		return Config{}, fmt.Errorf("mock config %s: %w", path, err)
+	}
+	return c, nil
+}
+
+// Store is a State kept in a file, shared between processes under an
+// exclusive file lock.
+type Store struct{ path string }
+
+// Create writes a new state file (replacing any) and returns its store.
+func Create(path string, s *State) (*Store, error) {
+	st := &Store{path: path}
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, err
+	}
+	return st, st.Update(func(cur *State) error { *cur = *s; return nil })
+}
+
+// Open returns the store of an existing state file.
+func Open(path string) (*Store, error) {
+	if _, err := os.Stat(path); err != nil {
+		return nil, fmt.Errorf("mock NVML state: %w", err)
+	}
+	return &Store{path: path}, nil
+}
+
+// Path is the state file.
+func (st *Store) Path() string { return st.path }
+
+// Read returns the current state.
+func (st *Store) Read() (*State, error) {
+	var s *State
+	err := st.locked(syscall.LOCK_SH, func(f *os.File) error {
+		var err error
+		s, err = decode(f)
+		return err
+	})
+	return s, err
+}
+
+// Update changes the state under the lock.
+func (st *Store) Update(fn func(*State) error) error {
+	return st.locked(syscall.LOCK_EX, func(f *os.File) error {
+		s, err := decode(f)
+		if err != nil {
+			return err
+		}
+		if err := fn(s); err != nil {
+			return err
+		}
+		b, err := json.MarshalIndent(s, "", "  ")
+		if err != nil {
+			return err
+		}
+		if err := f.Truncate(0); err != nil {
+			return err
+		}
+		_, err = f.WriteAt(b, 0)
+		return err
+	})
+}
+
+func (st *Store) locked(how int, fn func(*os.File) error) error {
+	f, err := os.OpenFile(st.path, os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return fmt.Errorf("mock NVML state: %w", err)
+	}
+	defer f.Close()
+	if err := syscall.Flock(int(f.Fd()), how); err != nil {
+		return fmt.Errorf("locking %s: %w", st.path, err)
+	}
+	defer syscall.Flock(int(f.Fd()), syscall.LOCK_UN) //nolint:errcheck // closing unlocks too
+	return fn(f)
+}
+
+func decode(f *os.File) (*State, error) {
+	s := &State{}
+	info, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if info.Size() == 0 {
+		return s, nil
+	}
+	if err := json.NewDecoder(f).Decode(s); err != nil {
+		return nil, fmt.Errorf("mock NVML state %s: %w", f.Name(), err)
+	}
+	return s, nil
+}
