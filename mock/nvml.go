@@ -263,4 +263,3 @@ func (m *lib) eventSet() nvml.EventSet {
 	}
 	return set
 }
-
