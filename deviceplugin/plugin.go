@@ -1,0 +1,397 @@
+package deviceplugin
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/klog/v2"
+	pluginapi "k8s.io/kubelet/pkg/apis/deviceplugin/v1beta1"
+
+	"github.com/gpupack/gpupack/contract"
+	"github.com/gpupack/gpupack/nvml"
+)
+
+// SocketName is gpushare's plugin socket, under the kubelet's folder.
+const SocketName = "aliyungpushare.sock"
+
+// Options configure a Plugin.
+type Options struct {
+	NodeName string
+	// Dir is the kubelet's device-plugins folder.
+	Dir  string
+	Unit contract.Unit
+	// CGPUDisabled sets CGPU_DISABLE=true in every container.
+	CGPUDisabled bool
+	Health       nvml.HealthOptions
+}
+
+// Plugin is the device plugin of one node.
+type Plugin struct {
+	pluginapi.UnimplementedDevicePluginServer
+
+	opts   Options
+	nvml   nvml.Interface
+	pods   PodSource
+	client kubernetes.Interface // nil: no annotation patches
+
+	mu     sync.Mutex
+	cards  []card
+	byUUID map[string]int
+	// done records the containers served: pod -> container index.
+	done map[types.UID]map[int]bool
+	// watchers get the device list again when health changes.
+	watchers map[chan struct{}]struct{}
+}
+
+var _ pluginapi.DevicePluginServer = (*Plugin)(nil)
+
+// New reads the cards and returns a plugin.
+func New(opts Options, lib nvml.Interface, pods PodSource, client kubernetes.Interface) (*Plugin, error) {
+	devs, err := lib.Devices()
+	if err != nil {
+		return nil, fmt.Errorf("listing GPUs: %w", err)
+	}
+	if len(devs) == 0 {
+		return nil, errors.New("NVML reports no GPU on this node")
+	}
+	p := &Plugin{opts: opts, nvml: lib, pods: pods, client: client, byUUID: map[string]int{},
+		done: map[types.UID]map[int]bool{}, watchers: map[chan struct{}]struct{}{}}
+	for _, d := range devs {
+		p.cards = append(p.cards, card{Device: d, units: opts.Unit.FromMiB(d.MemoryMiB), healthy: true})
+		p.byUUID[d.UUID] = d.Index
+	}
+	return p, nil
+}
+
+// Inventory is the card inventory as the extender reads it.
+func (p *Plugin) Inventory() *contract.Inventory {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return inventory(p.cards)
+}
+
+// GetDevicePluginOptions asks the kubelet for GetPreferredAllocation.
+func (p *Plugin) GetDevicePluginOptions(context.Context, *pluginapi.Empty) (*pluginapi.DevicePluginOptions, error) {
+	return &pluginapi.DevicePluginOptions{GetPreferredAllocationAvailable: true}, nil
+}
+
+// ListAndWatch sends the fake devices, then again on every health change.
+func (p *Plugin) ListAndWatch(_ *pluginapi.Empty, stream grpc.ServerStreamingServer[pluginapi.ListAndWatchResponse]) error {
+	changed := make(chan struct{}, 1)
+	p.mu.Lock()
+	p.watchers[changed] = struct{}{}
+	p.mu.Unlock()
+	defer func() {
+		p.mu.Lock()
+		delete(p.watchers, changed)
+		p.mu.Unlock()
+	}()
+	for {
+		p.mu.Lock()
+		devs := listDevices(p.cards)
+		p.mu.Unlock()
+		if err := stream.Send(&pluginapi.ListAndWatchResponse{Devices: devs}); err != nil {
+			return err
+		}
+		select {
+		case <-changed:
+		case <-stream.Context().Done():
+			return nil
+		}
+	}
+}
+
+// setHealth records a card's health and tells every ListAndWatch stream.
+func (p *Plugin) setHealth(index int, healthy bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for i := range p.cards {
+		if p.cards[i].Index == index {
+			p.cards[i].healthy = healthy
+		}
+	}
+	for ch := range p.watchers {
+		select {
+		case ch <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// WatchHealth applies NVML health events until ctx ends.
+func (p *Plugin) WatchHealth(ctx context.Context) error {
+	events, err := p.nvml.Health(ctx, p.opts.Health)
+	if err != nil {
+		return err
+	}
+	log := klog.FromContext(ctx)
+	for e := range events {
+		log.Info("Card health changed", "node", p.opts.NodeName, "card", e.Index, "healthy", e.Healthy, "reason", e.Reason)
+		p.setHealth(e.Index, e.Healthy)
+	}
+	return nil
+}
+
+// GetPreferredAllocation steers the kubelet to the cards the extender chose
+// for the oldest bound pod waiting with a container of this size.
+func (p *Plugin) GetPreferredAllocation(ctx context.Context, req *pluginapi.PreferredAllocationRequest) (*pluginapi.PreferredAllocationResponse, error) {
+	resp := &pluginapi.PreferredAllocationResponse{}
+	pods, err := p.pods.Cached()
+	if err != nil {
+		return nil, status.Errorf(codes.Unavailable, "listing pods of node %s: %v", p.opts.NodeName, err)
+	}
+	p.mu.Lock()
+	ws := waitingContainers(pods, p.done)
+	p.mu.Unlock()
+	for _, cr := range req.ContainerRequests {
+		pref := &pluginapi.ContainerPreferredAllocationResponse{}
+		for _, w := range ws {
+			if w.units() != int64(cr.AllocationSize) {
+				continue
+			}
+			if ids := p.pick(w.cards, cr.AvailableDeviceIDs, cr.MustIncludeDeviceIDs); ids != nil {
+				pref.DeviceIDs = ids
+				break
+			}
+		}
+		resp.ContainerResponses = append(resp.ContainerResponses, pref)
+	}
+	return resp, nil
+}
+
+// pick chooses, from the available ids, the given units on each card, the
+// must-include ids first; nil if the cards do not have them.
+func (p *Plugin) pick(cards map[int]int64, available, must []string) []string {
+	need := map[int]int64{}
+	for c, u := range cards {
+		need[c] = u
+	}
+	var out []string
+	take := func(ids []string) {
+		for _, id := range ids {
+			uuid, _, err := parseID(id)
+			if err != nil {
+				continue
+			}
+			idx, ok := p.byUUID[uuid]
+			if !ok || need[idx] == 0 {
+				continue
+			}
+			need[idx]--
+			out = append(out, id)
+		}
+	}
+	take(must)
+	if len(out) != len(must) {
+		return nil // a must-include id is on another card
+	}
+	rest := make([]string, 0, len(available))
+	chosen := map[string]bool{}
+	for _, id := range out {
+		chosen[id] = true
+	}
+	for _, id := range available {
+		if !chosen[id] {
+			rest = append(rest, id)
+		}
+	}
+	take(rest)
+	for _, u := range need {
+		if u != 0 {
+			return nil
+		}
+	}
+	return out
+}
+
+// Allocate serves each container from the cards its device ids name.
+func (p *Plugin) Allocate(ctx context.Context, req *pluginapi.AllocateRequest) (*pluginapi.AllocateResponse, error) {
+	resp := &pluginapi.AllocateResponse{}
+	for _, cr := range req.ContainerRequests {
+		got, err := perCard(cr.DevicesIds, p.byUUID)
+		if err != nil {
+			return nil, status.Errorf(codes.InvalidArgument, "node %s: %v", p.opts.NodeName, err)
+		}
+		w, err := p.claim(ctx, got)
+		if err != nil {
+			return nil, err
+		}
+		resp.ContainerResponses = append(resp.ContainerResponses, &pluginapi.ContainerAllocateResponse{Envs: p.env(w)})
+		klog.FromContext(ctx).Info("Allocated", "pod", klog.KObj(w.pod), "container", w.container, "cards", describeCards(w.cards))
+		p.markAssigned(ctx, w.pod)
+	}
+	return resp, nil
+}
+
+// claim finds the waiting container that the cards got belong to, from the
+// informer, then from the API server, and records it as served.
+func (p *Plugin) claim(ctx context.Context, got map[int]int64) (waiting, error) {
+	var ws []waiting
+	for _, list := range []func() ([]*corev1.Pod, error){p.pods.Cached, func() ([]*corev1.Pod, error) { return p.pods.Live(ctx) }} {
+		pods, err := list()
+		if err != nil {
+			return waiting{}, status.Errorf(codes.Unavailable, "listing pods of node %s: %v", p.opts.NodeName, err)
+		}
+		p.mu.Lock()
+		ws = waitingContainers(pods, p.done)
+		w, ok := match(ws, got)
+		if ok {
+			if p.done[w.pod.UID] == nil {
+				p.done[w.pod.UID] = map[int]bool{}
+			}
+			p.done[w.pod.UID][w.container] = true
+		}
+		p.mu.Unlock()
+		if ok {
+			return w, nil
+		}
+	}
+	names := make([]string, len(ws))
+	for i, w := range ws {
+		names[i] = w.String()
+	}
+	if len(names) == 0 {
+		names = []string{"none"}
+	}
+	return waiting{}, status.Errorf(codes.FailedPrecondition,
+		"node %s: no pod bound here waits for %s %s (the kubelet asked for %s); pods waiting: %s",
+		p.opts.NodeName, describeCards(got), p.opts.Unit, describeCards(got), strings.Join(names, "; "))
+}
+
+// env is the container's environment for its cards.
+func (p *Plugin) env(w waiting) map[string]string {
+	idx := make([]int, 0, len(w.cards))
+	for c := range w.cards {
+		idx = append(idx, c)
+	}
+	sort.Ints(idx)
+	var uuids, indices []string
+	var perCardUnits, devUnits int64
+	var devMiB int64
+	p.mu.Lock()
+	for _, i := range idx {
+		for _, c := range p.cards {
+			if c.Index == i {
+				uuids = append(uuids, c.UUID)
+				if devUnits == 0 {
+					devUnits, devMiB = c.units, c.MemoryMiB
+				}
+			}
+		}
+		indices = append(indices, strconv.Itoa(i))
+		perCardUnits = w.cards[i]
+	}
+	p.mu.Unlock()
+	podTotal := int64(0)
+	if a, err := contract.ParseAllocation(w.pod.Annotations[contract.AnnotationAllocation]); err == nil {
+		podTotal = a.Total()
+	}
+	limitMiB := perCardUnits * p.opts.Unit.MiB()
+	fraction := float64(limitMiB) / float64(devMiB)
+	env := map[string]string{
+		contract.EnvVisibleDevices: strings.Join(uuids, ","),
+		contract.EnvIndex:          strings.Join(indices, ","),
+		contract.EnvPodMem:         strconv.FormatInt(podTotal, 10),
+		contract.EnvContainerMem:   strconv.FormatInt(w.units(), 10),
+		contract.EnvDevMem:         strconv.FormatInt(devUnits, 10),
+		"GPUPACK_MEMORY_LIMIT_MIB": strconv.FormatInt(limitMiB, 10),
+		"GPUPACK_MEMORY_FRACTION":  strconv.FormatFloat(fraction, 'f', 4, 64),
+		// Frameworks that read a limit from the environment.
+		"XLA_PYTHON_CLIENT_MEM_FRACTION": strconv.FormatFloat(fraction, 'f', 4, 64),
+		"XLA_PYTHON_CLIENT_PREALLOCATE":  "false",
+		"TF_FORCE_GPU_ALLOW_GROWTH":      "true",
+	}
+	if p.opts.CGPUDisabled {
+		env[contract.EnvCGPUDisable] = "true"
+	}
+	return env
+}
+
+// markAssigned sets ALIYUN_COM_GPU_MEM_ASSIGNED=true once every GPU
+// container of the pod was served.
+func (p *Plugin) markAssigned(ctx context.Context, pod *corev1.Pod) {
+	a, err := contract.ParseAllocation(pod.Annotations[contract.AnnotationAllocation])
+	if err != nil || p.client == nil {
+		return
+	}
+	p.mu.Lock()
+	all := len(p.done[pod.UID]) == len(a)
+	p.mu.Unlock()
+	if !all {
+		return
+	}
+	patch, _ := json.Marshal(map[string]any{"metadata": map[string]any{"uid": pod.UID, "annotations": map[string]string{contract.AnnotationAssigned: "true"}}})
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if _, err := p.client.CoreV1().Pods(pod.Namespace).Patch(ctx, pod.Name, types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
+		klog.FromContext(ctx).Error(err, "Marking the pod assigned", "pod", klog.KObj(pod))
+	}
+}
+
+// PreStartContainer is not used.
+func (p *Plugin) PreStartContainer(context.Context, *pluginapi.PreStartContainerRequest) (*pluginapi.PreStartContainerResponse, error) {
+	return &pluginapi.PreStartContainerResponse{}, nil
+}
+
+// Serve listens on the plugin socket and serves until ctx ends.
+func (p *Plugin) Serve(ctx context.Context) error {
+	sock := filepath.Join(p.opts.Dir, SocketName)
+	if err := os.Remove(sock); err != nil && !os.IsNotExist(err) {
+		return fmt.Errorf("removing the old socket: %w", err)
+	}
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		return fmt.Errorf("listening on %s: %w", sock, err)
+	}
+	srv := grpc.NewServer()
+	pluginapi.RegisterDevicePluginServer(srv, p)
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(l) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+		srv.Stop()
+		return nil
+	}
+}
+
+// Register tells the kubelet about the plugin.
+func (p *Plugin) Register(ctx context.Context) error {
+	kubelet := filepath.Join(p.opts.Dir, filepath.Base(pluginapi.KubeletSocket))
+	conn, err := grpc.NewClient("unix://"+kubelet, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return fmt.Errorf("connecting to the kubelet at %s: %w", kubelet, err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	_, err = pluginapi.NewRegistrationClient(conn).Register(ctx, &pluginapi.RegisterRequest{
+		Version:      pluginapi.Version,
+		Endpoint:     SocketName,
+		ResourceName: string(contract.ResourceGPUMem),
+		Options:      &pluginapi.DevicePluginOptions{GetPreferredAllocationAvailable: true},
+	})
+	if err != nil {
+		return fmt.Errorf("registering with the kubelet at %s: %w", kubelet, err)
+	}
+	return nil
+}
