@@ -34,7 +34,11 @@ type pods struct {
 	cached, live []*corev1.Pod
 }
 
-func (p *pods) Cached() ([]*corev1.Pod, error) { p.mu.Lock(); defer p.mu.Unlock(); return p.cached, nil }
+func (p *pods) Cached() ([]*corev1.Pod, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.cached, nil
+}
 func (p *pods) Live(context.Context) ([]*corev1.Pod, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
