@@ -146,6 +146,9 @@ func (p *Plugin) WatchHealth(ctx context.Context) error {
 	for e := range events {
 		log.Info("Card health changed", "node", p.opts.NodeName, "card", e.Index, "healthy", e.Healthy, "reason", e.Reason)
 		p.setHealth(e.Index, e.Healthy)
+		if err := p.PublishNode(ctx); err != nil {
+			log.Error(err, "Publishing card health")
+		}
 	}
 	return nil
 }
@@ -353,14 +356,30 @@ func (p *Plugin) PreStartContainer(context.Context, *pluginapi.PreStartContainer
 
 // Serve listens on the plugin socket and serves until ctx ends.
 func (p *Plugin) Serve(ctx context.Context) error {
+	l, err := p.listen()
+	if err != nil {
+		return err
+	}
+	return p.serve(ctx, l)
+}
+
+// listen replaces the plugin socket with a new listener.
+func (p *Plugin) listen() (net.Listener, error) {
 	sock := filepath.Join(p.opts.Dir, SocketName)
 	if err := os.Remove(sock); err != nil && !os.IsNotExist(err) {
-		return fmt.Errorf("removing the old socket: %w", err)
+		return nil, fmt.Errorf("removing the old socket: %w", err)
 	}
-	l, err := net.Listen("unix", sock)
+	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: sock, Net: "unix"})
 	if err != nil {
-		return fmt.Errorf("listening on %s: %w", sock, err)
+		return nil, fmt.Errorf("listening on %s: %w", sock, err)
 	}
+	// A closing listener would unlink the path, which by then may be its
+	// successor's: listen removes a stale socket itself.
+	l.SetUnlinkOnClose(false)
+	return l, nil
+}
+
+func (p *Plugin) serve(ctx context.Context, l net.Listener) error {
 	srv := grpc.NewServer()
 	pluginapi.RegisterDevicePluginServer(srv, p)
 	errc := make(chan error, 1)
@@ -369,7 +388,9 @@ func (p *Plugin) Serve(ctx context.Context) error {
 	case err := <-errc:
 		return err
 	case <-ctx.Done():
+		klog.FromContext(ctx).V(4).Info("Stopping the plugin server", "socket", l.Addr().String())
 		srv.Stop()
+		<-errc
 		return nil
 	}
 }

@@ -91,7 +91,7 @@ func newHarness(t *testing.T, preset string, podList ...*corev1.Pod) *harness {
 		t.Fatal(err)
 	}
 	h := &harness{t: t, ctx: ctx, store: st, pods: &pods{cached: podList, live: podList}}
-	objs := make([]runtimeObject, 0)
+	objs := []runtimeObject{fixture.MakeNode("node-a").Obj()}
 	for _, p := range podList {
 		objs = append(objs, p)
 	}
@@ -115,12 +115,17 @@ func newHarness(t *testing.T, preset string, podList ...*corev1.Pod) *harness {
 	go func() { _ = ksrv.Serve(ls) }()
 	served := make(chan error, 1)
 	go func() { served <- h.plugin.Serve(ctx) }()
-	go func() { _ = h.plugin.WatchHealth(ctx) }()
+	watched := make(chan struct{})
+	go func() {
+		defer close(watched)
+		_ = h.plugin.WatchHealth(ctx)
+	}()
 	t.Cleanup(func() {
 		cancel()
 		if err := <-served; err != nil {
 			t.Errorf("Serve: %v", err)
 		}
+		<-watched
 		ksrv.Stop()
 	})
 	waitFor(t, func() bool { _, err := os.Stat(filepath.Join(dir, SocketName)); return err == nil })

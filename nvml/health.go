@@ -170,7 +170,7 @@ func (w *watcher) probe(ctx context.Context) {
 	for i, d := range w.devs {
 		_, ret := d.GetMemoryInfo()
 		switch {
-		case ret == gonvml.ERROR_GPU_IS_LOST || ret == gonvml.ERROR_UNKNOWN:
+		case ret == gonvml.ERROR_GPU_IS_LOST:
 			w.lost[i] = true
 			w.set(ctx, i, false, "lost")
 		case ret != gonvml.SUCCESS:

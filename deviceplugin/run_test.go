@@ -1,0 +1,125 @@
+package deviceplugin
+
+import (
+	"context"
+	"net"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes/fake"
+	"k8s.io/klog/v2/ktesting"
+	pluginapi "k8s.io/kubelet/pkg/apis/deviceplugin/v1beta1"
+
+	"github.com/gpupack/gpupack/contract"
+	"github.com/gpupack/gpupack/internal/fixture"
+	"github.com/gpupack/gpupack/mock"
+	"github.com/gpupack/gpupack/nvml"
+)
+
+// startKubelet serves a registration service on dir/kubelet.sock.
+func startKubelet(t *testing.T, dir string) (*grpc.Server, chan *pluginapi.RegisterRequest) {
+	t.Helper()
+	kl := &testKubelet{registered: make(chan *pluginapi.RegisterRequest, 4)}
+	l, err := net.Listen("unix", filepath.Join(dir, "kubelet.sock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer()
+	pluginapi.RegisterRegistrationServer(srv, kl)
+	go func() { _ = srv.Serve(l) }()
+	return srv, kl.registered
+}
+
+func registration(t *testing.T, ch chan *pluginapi.RegisterRequest) *pluginapi.RegisterRequest {
+	t.Helper()
+	select {
+	case r := <-ch:
+		return r
+	case <-time.After(15 * time.Second):
+		t.Fatal("the plugin did not register")
+	}
+	return nil
+}
+
+func TestRunRegistersAgainWhenTheKubeletRestarts(t *testing.T) {
+	_, ctx := ktesting.NewTestContext(t)
+	ctx, cancel := context.WithCancel(ctx)
+	dir, err := os.MkdirTemp("", "dp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	s, _ := mock.NewState(mock.Config{Node: "node-a", Preset: "mixed"})
+	st, err := mock.Create(filepath.Join(dir, "nvml.json"), s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lib, err := nvml.New(mock.New(st))
+	if err != nil {
+		t.Fatal(err)
+	}
+	kube := fake.NewClientset(fixture.MakeNode("node-a").Obj())
+	p, err := New(Options{NodeName: "node-a", Dir: dir, Unit: contract.GiB}, lib, &pods{}, kube)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k1, reg1 := startKubelet(t, dir)
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	registration(t, reg1)
+
+	// The kubelet restarts: its socket goes and comes back.
+	k1.Stop()
+	_ = os.Remove(filepath.Join(dir, "kubelet.sock"))
+	k2, reg2 := startKubelet(t, dir)
+	defer k2.Stop()
+
+	// The plugin registers with the new kubelet and answers on its socket.
+	// (A registration may land twice: the first kubelet can go away while
+	// answering, and the plugin then retries; each answer counts.)
+	var first *pluginapi.ListAndWatchResponse
+	for first == nil {
+		r := registration(t, reg2)
+		conn, err := grpc.NewClient("unix://"+filepath.Join(dir, r.Endpoint), grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		stream, err := pluginapi.NewDevicePluginClient(conn).ListAndWatch(ctx, &pluginapi.Empty{})
+		if err == nil {
+			first, err = stream.Recv()
+		}
+		if err != nil {
+			t.Logf("ListAndWatch after a registration: %v; waiting for the next", err)
+		}
+	}
+	if len(first.Devices) != 80+80+15+15 {
+		t.Errorf("%d devices", len(first.Devices))
+	}
+
+	// The node carries the inventory and gpu-count.
+	if err := p.PublishNode(ctx); err != nil {
+		t.Fatal(err)
+	}
+	node, err := kube.CoreV1().Nodes().Get(ctx, "node-a", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	inv, err := contract.ParseInventory(node.Annotations[contract.AnnotationInventory])
+	if err != nil || len(inv.Cards) != 4 || inv.Cards[2].Model != "Tesla T4" || inv.Cards[0].MemoryMiB != 81920 {
+		t.Errorf("inventory %+v, %v", inv, err)
+	}
+	if q := node.Status.Allocatable[contract.ResourceGPUCount]; q.Value() != 4 {
+		t.Errorf("gpu-count %s", q.String())
+	}
+
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("Run: %v", err)
+	}
+}
