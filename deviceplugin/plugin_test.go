@@ -2,7 +2,6 @@ package deviceplugin
 
 import (
 	"context"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -76,20 +75,9 @@ type harness struct {
 func newHarness(t *testing.T, preset string, podList ...*corev1.Pod) *harness {
 	_, ctx := ktesting.NewTestContext(t)
 	ctx, cancel := context.WithCancel(ctx)
-	dir, err := os.MkdirTemp("", "dp") // short: unix socket paths are limited
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	s, _ := mock.NewState(mock.Config{Node: "node-a", Preset: preset})
-	st, err := mock.Create(filepath.Join(dir, "nvml.json"), s)
-	if err != nil {
-		t.Fatal(err)
-	}
-	lib, err := nvml.New(mock.New(st))
-	if err != nil {
-		t.Fatal(err)
-	}
+	dir := socketDir(t)
+	st, lib := mockNVML(t, dir, preset)
+	var err error
 	h := &harness{t: t, ctx: ctx, store: st, pods: &pods{cached: podList, live: podList}}
 	objs := []runtimeObject{fixture.MakeNode("node-a").Obj()}
 	for _, p := range podList {
@@ -105,14 +93,7 @@ func newHarness(t *testing.T, preset string, podList ...*corev1.Pod) *harness {
 	}
 
 	// The kubelet's registration socket, then the plugin, as at start-up.
-	kl := &testKubelet{registered: make(chan *pluginapi.RegisterRequest, 1)}
-	ls, err := net.Listen("unix", filepath.Join(dir, "kubelet.sock"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ksrv := grpc.NewServer()
-	pluginapi.RegisterRegistrationServer(ksrv, kl)
-	go func() { _ = ksrv.Serve(ls) }()
+	ksrv, registered := startKubelet(t, dir)
 	served := make(chan error, 1)
 	go func() { served <- h.plugin.Serve(ctx) }()
 	watched := make(chan struct{})
@@ -132,7 +113,7 @@ func newHarness(t *testing.T, preset string, podList ...*corev1.Pod) *harness {
 	if err := h.plugin.Register(ctx); err != nil {
 		t.Fatal(err)
 	}
-	reg := <-kl.registered
+	reg := registration(t, registered)
 	if reg.ResourceName != "aliyun.com/gpu-mem" || reg.Endpoint != SocketName || reg.Version != "v1beta1" || !reg.Options.GetPreferredAllocationAvailable {
 		t.Fatalf("registration %+v", reg)
 	}
@@ -143,6 +124,35 @@ func newHarness(t *testing.T, preset string, podList ...*corev1.Pod) *harness {
 	t.Cleanup(func() { conn.Close() })
 	h.client = pluginapi.NewDevicePluginClient(conn)
 	return h
+}
+
+// socketDir is a short temporary folder: unix socket paths are limited.
+func socketDir(t *testing.T) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "dp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
+}
+
+// mockNVML simulates a node of the preset with its state file in dir.
+func mockNVML(t *testing.T, dir, preset string) (*mock.Store, nvml.Interface) {
+	t.Helper()
+	s, err := mock.NewState(mock.Config{Node: "node-a", Preset: preset})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := mock.Create(filepath.Join(dir, "nvml.json"), s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lib, err := nvml.New(mock.New(st))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st, lib
 }
 
 func waitFor(t *testing.T, cond func() bool) {

@@ -17,8 +17,6 @@ import (
 
 	"github.com/gpupack/gpupack/contract"
 	"github.com/gpupack/gpupack/internal/fixture"
-	"github.com/gpupack/gpupack/mock"
-	"github.com/gpupack/gpupack/nvml"
 )
 
 // startKubelet serves a registration service on dir/kubelet.sock.
@@ -49,20 +47,8 @@ func registration(t *testing.T, ch chan *pluginapi.RegisterRequest) *pluginapi.R
 func TestRunRegistersAgainWhenTheKubeletRestarts(t *testing.T) {
 	_, ctx := ktesting.NewTestContext(t)
 	ctx, cancel := context.WithCancel(ctx)
-	dir, err := os.MkdirTemp("", "dp")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer os.RemoveAll(dir)
-	s, _ := mock.NewState(mock.Config{Node: "node-a", Preset: "mixed"})
-	st, err := mock.Create(filepath.Join(dir, "nvml.json"), s)
-	if err != nil {
-		t.Fatal(err)
-	}
-	lib, err := nvml.New(mock.New(st))
-	if err != nil {
-		t.Fatal(err)
-	}
+	dir := socketDir(t)
+	_, lib := mockNVML(t, dir, "mixed")
 	kube := fake.NewClientset(fixture.MakeNode("node-a").Obj())
 	p, err := New(Options{NodeName: "node-a", Dir: dir, Unit: contract.GiB}, lib, &pods{}, kube)
 	if err != nil {
