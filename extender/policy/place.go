@@ -188,19 +188,6 @@ cards:
 	return d, true
 }
 
-// Fits reports whether the pod fits the node at all (any card choice).
-func Fits(n *Node, r *Request) *Unfit {
-	_, u := Place(n, r, &firstFit, nil)
-	return u
-}
-
-// firstFit is the policy-less search used by Fits: lowest index first.
-var firstFit = Policy{
-	Name:      "first-fit",
-	CardCost:  func(*Node, int, int64, *Workload) float64 { return 0 },
-	NodeScore: func(*Node, *Node, *Workload) float64 { return 0 },
-}
-
 // neverFits reports whether the pod would not fit even on the empty,
 // healthy node. One container is judged from the cards' sizes; several are
 // searched on an emptied copy.

@@ -96,8 +96,8 @@ type Request struct {
 	MemMiB   int64
 }
 
-// Total is the memory the pod asks for, counting a whole card as its size
-// when the card is known (0 otherwise).
+// shareTotal is the memory the pod's shares ask for (whole cards count 0:
+// their size depends on the card).
 func (r *Request) shareTotal() int64 {
 	var t int64
 	for _, c := range r.Containers {
