@@ -81,6 +81,16 @@ func New(opts Options, lib nvml.Interface, pods PodSource, client kubernetes.Int
 	return p, nil
 }
 
+// card returns the card with the given index, or nil; p.mu must be held.
+func (p *Plugin) card(index int) *card {
+	for i := range p.cards {
+		if p.cards[i].Index == index {
+			return &p.cards[i]
+		}
+	}
+	return nil
+}
+
 // Inventory is the card inventory as the extender reads it.
 func (p *Plugin) Inventory() *contract.Inventory {
 	p.mu.Lock()
@@ -123,10 +133,8 @@ func (p *Plugin) ListAndWatch(_ *pluginapi.Empty, stream grpc.ServerStreamingSer
 func (p *Plugin) setHealth(index int, healthy bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	for i := range p.cards {
-		if p.cards[i].Index == index {
-			p.cards[i].healthy = healthy
-		}
+	if c := p.card(index); c != nil {
+		c.healthy = healthy
 	}
 	for ch := range p.watchers {
 		select {
@@ -291,12 +299,10 @@ func (p *Plugin) env(w waiting) map[string]string {
 	var devMiB int64
 	p.mu.Lock()
 	for _, i := range idx {
-		for _, c := range p.cards {
-			if c.Index == i {
-				uuids = append(uuids, c.UUID)
-				if devUnits == 0 {
-					devUnits, devMiB = c.units, c.MemoryMiB
-				}
+		if c := p.card(i); c != nil {
+			uuids = append(uuids, c.UUID)
+			if devUnits == 0 {
+				devUnits, devMiB = c.units, c.MemoryMiB
 			}
 		}
 		indices = append(indices, strconv.Itoa(i))

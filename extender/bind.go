@@ -157,10 +157,8 @@ func (s *Server) decisionPatch(pod *corev1.Pod, node string, alloc contract.Allo
 	var dev int64
 	s.cache.Read(func(_ uint64, lookup func(string) *policy.Node) {
 		if n := lookup(node); n != nil {
-			for _, c := range n.Cards {
-				if c.Index == cards[0] {
-					dev = c.Total
-				}
+			if c := n.Card(cards[0]); c != nil {
+				dev = c.Total
 			}
 		}
 	})

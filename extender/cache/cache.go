@@ -369,11 +369,9 @@ func wholeSized(n *policy.Node, a contract.Allocation, req *policy.Request) cont
 		if !c.Whole() {
 			continue
 		}
-		for card := range out[c.Index] {
-			for i := range n.Cards {
-				if n.Cards[i].Index == card {
-					out[c.Index][card] = n.Cards[i].Total
-				}
+		for idx := range out[c.Index] {
+			if card := n.Card(idx); card != nil {
+				out[c.Index][idx] = card.Total
 			}
 		}
 	}
@@ -416,13 +414,8 @@ func (c *Cache) Assume(pod *corev1.Pod, req *policy.Request, node string, a cont
 func decisionFits(n *policy.Node, a contract.Allocation, req *policy.Request) bool {
 	for _, cards := range a {
 		for idx := range cards {
-			ok := false
-			for i := range n.Cards {
-				if n.Cards[i].Index == idx {
-					ok = n.Cards[i].Healthy && contract.ModelAllowed(req.Models, n.Cards[i].Model)
-				}
-			}
-			if !ok {
+			card := n.Card(idx)
+			if card == nil || !card.Healthy || !contract.ModelAllowed(req.Models, card.Model) {
 				return false
 			}
 		}

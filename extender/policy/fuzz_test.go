@@ -62,7 +62,7 @@ func check(t *testing.T, n *Node, r *Request, a contract.Allocation) {
 			t.Fatalf("container %d got %d cards, wants %d", c.Index, len(cards), c.Cards())
 		}
 		for idx, u := range cards {
-			card := after.card(idx)
+			card := after.Card(idx)
 			if card == nil || !card.Healthy || !contract.ModelAllowed(r.Models, card.Model) {
 				t.Fatalf("card %d is missing, unhealthy or not allowed", idx)
 			}

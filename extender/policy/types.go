@@ -44,8 +44,8 @@ func (n *Node) Clone() *Node {
 	return &c
 }
 
-// card returns the card with the given index, or nil.
-func (n *Node) card(index int) *Card {
+// Card returns the card with the given (NVML) index, or nil.
+func (n *Node) Card(index int) *Card {
 	for i := range n.Cards {
 		if n.Cards[i].Index == index {
 			return &n.Cards[i]
@@ -79,7 +79,7 @@ func (n *Node) Total() int64 {
 // Apply adds an allocation to the node's cards. It does not check fit.
 func (n *Node) Apply(a contract.Allocation) {
 	for idx, u := range a.PerCard() {
-		if c := n.card(idx); c != nil {
+		if c := n.Card(idx); c != nil {
 			c.Used += u
 		}
 	}
