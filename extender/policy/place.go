@@ -151,28 +151,17 @@ func placeOne(n *Node, r *Request, p *Policy, w *Workload) (Decision, bool) {
 	best, bestShare := -1, int64(0)
 	var bestCost float64
 	var bestFree int64
-	// Cards alike (model, size, use) cost alike: the first of them is rated.
+	// Cards alike cost alike: the first of them is rated.
 	var rated [16]*Card
 	seen := rated[:0]
-cards:
 	for i := range n.Cards {
 		card := &n.Cards[i]
-		if !r.eligible(card) {
+		if !r.eligible(card) || alikeSeen(seen, card) {
 			continue
 		}
-		for _, o := range seen {
-			if o.Total == card.Total && o.Used == card.Used && o.Model == card.Model {
-				continue cards
-			}
-		}
 		seen = append(seen, card)
-		share := c.PerCard()
-		if c.Whole() {
-			if card.Used != 0 {
-				continue
-			}
-			share = card.Total
-		} else if card.Free() < share {
+		share, ok := shareOn(card, c)
+		if !ok {
 			continue
 		}
 		cost, free := p.CardCost(n, i, share, w), card.Free()-share
@@ -186,6 +175,26 @@ cards:
 	d := Decision{Node: n.Name, Score: scoreAfter(n, best, bestShare, r, p, w)}
 	d.one.container, d.one.card, d.one.units = c.Index, n.Cards[best].Index, bestShare
 	return d, true
+}
+
+// shareOn is what container c would take on card, and whether it has room:
+// its per-card share, or the whole card if unused.
+func shareOn(card *Card, c contract.ContainerRequest) (int64, bool) {
+	if c.Whole() {
+		return card.Total, card.Used == 0
+	}
+	return c.PerCard(), card.Free() >= c.PerCard()
+}
+
+// alikeSeen reports whether a card of the same model, size and use is in
+// seen: such cards are interchangeable, so only the first is tried.
+func alikeSeen(seen []*Card, card *Card) bool {
+	for _, o := range seen {
+		if o.Total == card.Total && o.Used == card.Used && o.Model == card.Model {
+			return true
+		}
+	}
+	return false
 }
 
 // neverFits reports whether the pod would not fit even on the empty,
@@ -429,32 +438,18 @@ func (s *searcher) candidates(c contract.ContainerRequest, used map[int]int64) [
 		freeAfter int64
 	}
 	var cands []cand
-	type kind struct {
-		total, used int64
-		model       string
-	}
-	seen := make(map[kind]bool, len(s.node.Cards))
+	var rated [16]*Card
+	seen := rated[:0]
 	for i := range s.node.Cards {
 		card := &s.node.Cards[i]
 		if _, taken := used[card.Index]; taken || !s.req.eligible(card) {
 			continue
 		}
-		share := c.PerCard()
-		if c.Whole() {
-			if card.Used != 0 {
-				continue
-			}
-		} else if card.Free() < share {
+		share, ok := shareOn(card, c)
+		if !ok || alikeSeen(seen, card) {
 			continue
 		}
-		k := kind{card.Total, card.Used, card.Model}
-		if seen[k] {
-			continue
-		}
-		seen[k] = true
-		if c.Whole() {
-			share = card.Total
-		}
+		seen = append(seen, card)
 		cands = append(cands, cand{pos: i, cost: s.policy.CardCost(s.node, i, share, s.w), freeAfter: card.Free() - share})
 	}
 	// Ties go to the best fit, then to the lowest index (the cards' order).
