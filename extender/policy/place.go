@@ -154,13 +154,14 @@ func placeOne(n *Node, r *Request, p *Policy, w *Workload) (Decision, bool) {
 	// Cards alike cost alike: the first of them is rated.
 	var rated [16]*Card
 	seen := rated[:0]
+	whole, perCard := c.Whole(), c.PerCard()
 	for i := range n.Cards {
 		card := &n.Cards[i]
 		if !r.eligible(card) || alikeSeen(seen, card) {
 			continue
 		}
 		seen = append(seen, card)
-		share, ok := shareOn(card, c)
+		share, ok := shareOn(card, whole, perCard)
 		if !ok {
 			continue
 		}
@@ -177,13 +178,13 @@ func placeOne(n *Node, r *Request, p *Policy, w *Workload) (Decision, bool) {
 	return d, true
 }
 
-// shareOn is what container c would take on card, and whether it has room:
-// its per-card share, or the whole card if unused.
-func shareOn(card *Card, c contract.ContainerRequest) (int64, bool) {
-	if c.Whole() {
+// shareOn is what a container would take on card, and whether it has room:
+// the whole card if it is unused (whole), else its per-card share.
+func shareOn(card *Card, whole bool, perCard int64) (int64, bool) {
+	if whole {
 		return card.Total, card.Used == 0
 	}
-	return c.PerCard(), card.Free() >= c.PerCard()
+	return perCard, card.Free() >= perCard
 }
 
 // alikeSeen reports whether a card of the same model, size and use is in
@@ -440,12 +441,13 @@ func (s *searcher) candidates(c contract.ContainerRequest, used map[int]int64) [
 	var cands []cand
 	var rated [16]*Card
 	seen := rated[:0]
+	whole, perCard := c.Whole(), c.PerCard()
 	for i := range s.node.Cards {
 		card := &s.node.Cards[i]
 		if _, taken := used[card.Index]; taken || !s.req.eligible(card) {
 			continue
 		}
-		share, ok := shareOn(card, c)
+		share, ok := shareOn(card, whole, perCard)
 		if !ok || alikeSeen(seen, card) {
 			continue
 		}
