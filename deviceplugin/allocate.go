@@ -25,7 +25,9 @@ type PodSource interface {
 
 // waiting is a GPU container of a bound pod that has not been allocated yet.
 type waiting struct {
-	pod       *corev1.Pod
+	pod *corev1.Pod
+	// podAlloc is the pod's whole recorded allocation.
+	podAlloc  contract.Allocation
 	container int
 	cards     map[int]int64 // card index -> units
 	assumed   int64         // bind time, ns
@@ -77,7 +79,7 @@ func waitingContainers(pods []*corev1.Pod, done map[types.UID]map[int]bool) []wa
 			if done[pod.UID][ctr] {
 				continue
 			}
-			out = append(out, waiting{pod: pod, container: ctr, cards: maps.Clone(cards), assumed: assumed})
+			out = append(out, waiting{pod: pod, podAlloc: a, container: ctr, cards: maps.Clone(cards), assumed: assumed})
 		}
 	}
 	sort.SliceStable(out, func(i, j int) bool {

@@ -247,7 +247,7 @@ func (p *Plugin) Allocate(ctx context.Context, req *pluginapi.AllocateRequest) (
 		}
 		resp.ContainerResponses = append(resp.ContainerResponses, &pluginapi.ContainerAllocateResponse{Envs: p.env(w)})
 		klog.FromContext(ctx).Info("Allocated", "pod", klog.KObj(w.pod), "container", w.container, "cards", describeCards(w.cards))
-		p.markAssigned(ctx, w.pod)
+		p.markAssigned(ctx, w)
 	}
 	return resp, nil
 }
@@ -283,8 +283,8 @@ func (p *Plugin) claim(ctx context.Context, got map[int]int64) (waiting, error) 
 		names = []string{"none"}
 	}
 	return waiting{}, status.Errorf(codes.FailedPrecondition,
-		"node %s: no pod bound here waits for %s %s (the kubelet asked for %s); pods waiting: %s",
-		p.opts.NodeName, describeCards(got), p.opts.Unit, describeCards(got), strings.Join(names, "; "))
+		"node %s: no pod bound here waits for %s %s; pods waiting: %s",
+		p.opts.NodeName, describeCards(got), p.opts.Unit, strings.Join(names, "; "))
 }
 
 // env is the container's environment for its cards.
@@ -309,16 +309,12 @@ func (p *Plugin) env(w waiting) map[string]string {
 		perCardUnits = w.cards[i]
 	}
 	p.mu.Unlock()
-	podTotal := int64(0)
-	if a, err := contract.ParseAllocation(w.pod.Annotations[contract.AnnotationAllocation]); err == nil {
-		podTotal = a.Total()
-	}
 	limitMiB := perCardUnits * p.opts.Unit.MiB()
 	fraction := float64(limitMiB) / float64(devMiB)
 	env := map[string]string{
 		contract.EnvVisibleDevices: strings.Join(uuids, ","),
 		contract.EnvIndex:          strings.Join(indices, ","),
-		contract.EnvPodMem:         strconv.FormatInt(podTotal, 10),
+		contract.EnvPodMem:         strconv.FormatInt(w.podAlloc.Total(), 10),
 		contract.EnvContainerMem:   strconv.FormatInt(w.units(), 10),
 		contract.EnvDevMem:         strconv.FormatInt(devUnits, 10),
 		"GPUPACK_MEMORY_LIMIT_MIB": strconv.FormatInt(limitMiB, 10),
@@ -336,13 +332,13 @@ func (p *Plugin) env(w waiting) map[string]string {
 
 // markAssigned sets ALIYUN_COM_GPU_MEM_ASSIGNED=true once every GPU
 // container of the pod was served.
-func (p *Plugin) markAssigned(ctx context.Context, pod *corev1.Pod) {
-	a, err := contract.ParseAllocation(pod.Annotations[contract.AnnotationAllocation])
-	if err != nil || p.client == nil {
+func (p *Plugin) markAssigned(ctx context.Context, w waiting) {
+	if p.client == nil {
 		return
 	}
+	pod := w.pod
 	p.mu.Lock()
-	all := len(p.done[pod.UID]) == len(a)
+	all := len(p.done[pod.UID]) == len(w.podAlloc)
 	p.mu.Unlock()
 	if !all {
 		return
