@@ -196,8 +196,9 @@ func (c *Cache) SetPod(pod *corev1.Pod) {
 		// Pending: only a bind in flight is counted; annotations never are.
 		return
 	}
+	var was *nodeState
 	if known {
-		c.removePod(pod.UID)
+		was = c.detach(pod.UID)
 	}
 	ps := &podState{
 		uid: pod.UID, namespace: pod.Namespace, name: pod.Name, node: pod.Spec.NodeName,
@@ -218,6 +219,9 @@ func (c *Cache) SetPod(pod *corev1.Pod) {
 	ns := c.node(ps.node)
 	ns.pods[ps.uid] = ps
 	c.reconcile(ns)
+	if was != nil && was != ns {
+		c.reconcile(was)
+	}
 }
 
 // DeletePod frees whatever the pod held.
@@ -229,21 +233,29 @@ func (c *Cache) DeletePod(uid types.UID) {
 }
 
 func (c *Cache) removePod(uid types.UID) {
+	if ns := c.detach(uid); ns != nil {
+		c.reconcile(ns)
+	}
+}
+
+// detach forgets a pod without recounting its node; it returns the node
+// to recount (nil when there is none left to).
+func (c *Cache) detach(uid types.UID) *nodeState {
 	ps, ok := c.pods[uid]
 	if !ok {
-		return
+		return nil
 	}
 	delete(c.pods, uid)
 	ns := c.nodes[ps.node]
 	if ns == nil {
-		return
+		return nil
 	}
 	delete(ns.pods, uid)
 	if !ns.exists && len(ns.pods) == 0 {
 		delete(c.nodes, ps.node)
-		return
+		return nil
 	}
-	c.reconcile(ns)
+	return ns
 }
 
 // learn counts a pod in the workload estimate, once.
