@@ -4,7 +4,7 @@ GO    ?= go
 PKGS  := ./...
 BIN   := bin
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
-LDFLAGS := -X github.com/gpupack/gpupack/extender.Version=$(VERSION)
+LDFLAGS := -X github.com/gpupack/gpupack/extender.Version=$(VERSION) -X main.Version=$(VERSION)
 FUZZTIME ?= 30s
 BENCHTIME ?= 1s
 # go-nvml's cgo bindings name deprecated NVML calls; the warnings are theirs.
@@ -15,9 +15,10 @@ export CGO_CFLAGS ?= -O2 -g -Wno-deprecated-declarations
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
 
-build: ## build the binaries into bin/ (the extender builds with CGO_ENABLED=0)
+build: ## build the binaries into bin/ (the extender without cgo; the node side needs it for go-nvml)
 	@mkdir -p $(BIN)
 	CGO_ENABLED=0 $(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/gpupack-extender
+	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/gpupack-device-plugin ./cmd/gpupack-train
 
 test: ## run every unit test with the race detector
 	$(GO) test -race -count=1 $(PKGS)

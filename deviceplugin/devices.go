@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 
+	"google.golang.org/protobuf/proto"
 	pluginapi "k8s.io/kubelet/pkg/apis/deviceplugin/v1beta1"
 
 	"github.com/gpupack/gpupack/contract"
@@ -55,6 +56,15 @@ func listDevices(cards []card) []*pluginapi.Device {
 		}
 	}
 	return out
+}
+
+// MaxListAndWatchBytes is the largest ListAndWatch message the kubelet
+// receives: its device-plugin client keeps gRPC's default limit of 4 MiB.
+const MaxListAndWatchBytes = 4 << 20
+
+// listSize is the encoded size of the device list of cards.
+func listSize(cards []card) int {
+	return proto.Size(&pluginapi.ListAndWatchResponse{Devices: listDevices(cards)})
 }
 
 // perCard counts the units per card index in a list of device ids.

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -22,6 +23,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/record"
 	"k8s.io/klog/v2"
 	pluginapi "k8s.io/kubelet/pkg/apis/deviceplugin/v1beta1"
 
@@ -41,6 +43,17 @@ type Options struct {
 	// CGPUDisabled sets CGPU_DISABLE=true in every container.
 	CGPUDisabled bool
 	Health       nvml.HealthOptions
+	// ProcRoot is where the host's /proc is seen ("" for /proc): soft
+	// isolation maps GPU processes to pods through their cgroups there.
+	ProcRoot string
+	// Recorder records events on pods (nil: none).
+	Recorder record.EventRecorder
+	// EvictOverShareAfter evicts a pod whose container holds more than its
+	// share for this long (0: never; the overrun is only reported).
+	EvictOverShareAfter time.Duration
+	// Synced reports whether the pod source has synced, for /readyz (nil:
+	// always).
+	Synced func() bool
 }
 
 // Plugin is the device plugin of one node.
@@ -59,6 +72,10 @@ type Plugin struct {
 	done map[types.UID]map[int]bool
 	// watchers get the device list again when health changes.
 	watchers map[chan struct{}]struct{}
+
+	procs      ProcFS
+	metrics    *pluginMetrics
+	registered atomic.Bool
 }
 
 var _ pluginapi.DevicePluginServer = (*Plugin)(nil)
@@ -78,6 +95,19 @@ func New(opts Options, lib nvml.Interface, pods PodSource, client kubernetes.Int
 		p.cards = append(p.cards, card{Device: d, units: opts.Unit.FromMiB(d.MemoryMiB), healthy: true})
 		p.byUUID[d.UUID] = d.Index
 	}
+	if size := listSize(p.cards); size > MaxListAndWatchBytes {
+		var n int64
+		for _, c := range p.cards {
+			n += c.units
+		}
+		return nil, fmt.Errorf("%d cards in %s make %d fake devices, a %.1f MiB device list: over the %d MiB the kubelet accepts in one gRPC message, so it would never see the devices; use a coarser memory unit (GiB)",
+			len(p.cards), opts.Unit, n, float64(size)/(1<<20), MaxListAndWatchBytes>>20)
+	}
+	p.procs = ProcFS{Root: opts.ProcRoot}
+	if p.procs.Root == "" {
+		p.procs.Root = "/proc"
+	}
+	p.metrics = newMetrics(p)
 	return p, nil
 }
 
@@ -243,8 +273,11 @@ func (p *Plugin) Allocate(ctx context.Context, req *pluginapi.AllocateRequest) (
 		}
 		w, err := p.claim(ctx, got)
 		if err != nil {
+			p.metrics.allocations.WithLabelValues("refused").Inc()
+			klog.FromContext(ctx).Info("Refused an allocation", "err", err)
 			return nil, err
 		}
+		p.metrics.allocations.WithLabelValues("allocated").Inc()
 		resp.ContainerResponses = append(resp.ContainerResponses, &pluginapi.ContainerAllocateResponse{Envs: p.env(w)})
 		klog.FromContext(ctx).Info("Allocated", "pod", klog.KObj(w.pod), "container", w.container, "cards", describeCards(w.cards))
 		p.markAssigned(ctx, w)

@@ -70,21 +70,31 @@ type harness struct {
 	pods   *pods
 	kube   *fake.Clientset
 	uuids  []string
+	dir    string
 }
 
 func newHarness(t *testing.T, preset string, podList ...*corev1.Pod) *harness {
+	return newHarnessWith(t, preset, nil, podList...)
+}
+
+// newHarnessWith lets the test change the plugin's options.
+func newHarnessWith(t *testing.T, preset string, mod func(*Options), podList ...*corev1.Pod) *harness {
 	_, ctx := ktesting.NewTestContext(t)
 	ctx, cancel := context.WithCancel(ctx)
 	dir := socketDir(t)
 	st, lib := mockNVML(t, dir, preset)
 	var err error
-	h := &harness{t: t, ctx: ctx, store: st, pods: &pods{cached: podList, live: podList}}
+	h := &harness{t: t, ctx: ctx, store: st, pods: &pods{cached: podList, live: podList}, dir: dir}
 	objs := []runtimeObject{fixture.MakeNode("node-a").Obj()}
 	for _, p := range podList {
 		objs = append(objs, p)
 	}
 	h.kube = fake.NewClientset(objs...)
-	h.plugin, err = New(Options{NodeName: "node-a", Dir: dir, Unit: contract.GiB, Health: nvml.HealthOptions{Poll: 20 * time.Millisecond, Quiet: 200 * time.Millisecond}}, lib, h.pods, h.kube)
+	opts := Options{NodeName: "node-a", Dir: dir, Unit: contract.GiB, Health: nvml.HealthOptions{Poll: 20 * time.Millisecond, Quiet: 200 * time.Millisecond}}
+	if mod != nil {
+		mod(&opts)
+	}
+	h.plugin, err = New(opts, lib, h.pods, h.kube)
 	if err != nil {
 		t.Fatal(err)
 	}

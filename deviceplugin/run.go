@@ -50,6 +50,8 @@ func (p *Plugin) Run(ctx context.Context) error {
 		if err := p.registerRetrying(sctx); err != nil {
 			log.Error(err, "Registration failed; waiting for the kubelet to restart")
 		} else {
+			p.registered.Store(true)
+			p.metrics.registrations.Inc()
 			log.Info("Registered with the kubelet", "resource", contract.ResourceGPUMem, "socket", SocketName)
 		}
 		restart := false
@@ -65,6 +67,7 @@ func (p *Plugin) Run(ctx context.Context) error {
 			case ev := <-w.Events:
 				if filepath.Base(ev.Name) == kubelet && ev.Has(fsnotify.Create) {
 					log.Info("The kubelet restarted: serving and registering again")
+					p.registered.Store(false)
 					restart = true
 				}
 			case err := <-w.Errors:

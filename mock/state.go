@@ -188,3 +188,27 @@ func decode(f *os.File) (*State, error) {
 	}
 	return s, nil
 }
+
+// Prepare creates the state file of a simulated node at path from spec: a
+// preset name (see Presets) or the path of a Config file. The node name
+// seeds the cards' UUIDs when the config does not name one.
+func Prepare(spec, path, node string) (*Store, error) {
+	var c Config
+	if _, ok := Presets[spec]; ok {
+		c = Config{Preset: spec}
+	} else if _, err := os.Stat(spec); err == nil {
+		if c, err = LoadConfig(spec); err != nil {
+			return nil, err
+		}
+	} else {
+		return nil, fmt.Errorf("mock NVML %q is neither a preset (%v) nor a config file", spec, PresetNames())
+	}
+	if c.Node == "" {
+		c.Node = node
+	}
+	s, err := NewState(c)
+	if err != nil {
+		return nil, err
+	}
+	return Create(path, s)
+}

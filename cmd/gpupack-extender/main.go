@@ -9,13 +9,12 @@ import (
 
 	"github.com/spf13/cobra"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/klog/v2"
 
 	"github.com/gpupack/gpupack/extender"
 	"github.com/gpupack/gpupack/extender/config"
 	"github.com/gpupack/gpupack/extender/policy"
+	"github.com/gpupack/gpupack/internal/cli"
 )
 
 func main() {
@@ -60,7 +59,7 @@ Flags win over the file.`,
 			if errs := config.Validate(cfg); len(errs) > 0 {
 				return fmt.Errorf("invalid configuration: %w", errs.ToAggregate())
 			}
-			rc, err := restConfig(kubeconfig)
+			rc, err := cli.RestConfig(kubeconfig)
 			if err != nil {
 				return err
 			}
@@ -81,22 +80,7 @@ Flags win over the file.`,
 	f.IntVar(&port, "port", config.DefaultPort, "port to serve the extender API on")
 	f.StringVar(&pol, "policy", "default", fmt.Sprintf("scoring policy: one of %v, or default (%s)", policy.Names(), policy.Default))
 	f.StringVar(&configFile, "config", "", "YAML configuration file for the other settings (see above)")
-	klogFlags := flagSet()
+	klogFlags := cli.KlogFlags()
 	f.AddGoFlagSet(klogFlags)
 	return cmd
-}
-
-func restConfig(kubeconfig string) (*rest.Config, error) {
-	if kubeconfig == "" {
-		rc, err := rest.InClusterConfig()
-		if err != nil {
-			return nil, fmt.Errorf("no --kubeconfig given and not running in a cluster: %w", err)
-		}
-		return rc, nil
-	}
-	rc, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
-	if err != nil {
-		return nil, fmt.Errorf("loading kubeconfig %s: %w", kubeconfig, err)
-	}
-	return rc, nil
 }

@@ -1,0 +1,167 @@
+// Command gpupack-device-plugin is the kubelet device plugin of gpupack:
+// one per GPU node, as a DaemonSet. See the deviceplugin package.
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/klog/v2"
+	pluginapi "k8s.io/kubelet/pkg/apis/deviceplugin/v1beta1"
+
+	"github.com/gpupack/gpupack/contract"
+	"github.com/gpupack/gpupack/deviceplugin"
+	"github.com/gpupack/gpupack/internal/cli"
+	"github.com/gpupack/gpupack/mock"
+	"github.com/gpupack/gpupack/nvml"
+)
+
+// Version is set at build time.
+var Version = "dev"
+
+func main() {
+	if err := newCommand().Execute(); err != nil {
+		os.Exit(1)
+	}
+}
+
+// flags are the command's settings.
+type flags struct {
+	node, kubeconfig, dir, nvmlSpec, nvmlLibrary, mockState string
+	unit, procRoot, podResources                            string
+	metricsPort                                             int
+	evictAfter, usageInterval, reconcileInterval, quiet     time.Duration
+	ignoredXids                                             []uint
+	cgpuDisabled                                            bool
+}
+
+func newCommand() *cobra.Command {
+	f := &flags{}
+	cmd := &cobra.Command{
+		Use:   "gpupack-device-plugin",
+		Short: "kubelet device plugin that shares GPUs by memory (aliyun.com/gpu-mem)",
+		Long: `gpupack-device-plugin advertises each card's memory to the kubelet as
+aliyun.com/gpu-mem (one fake device per memory unit), gives each container the
+cards and share the extender chose, watches card health (Xid, ECC, lost cards)
+and each container's real GPU memory use against its share, and serves
+Prometheus metrics.
+
+--nvml chooses the cards: "real" loads the NVIDIA driver's libnvidia-ml.so.1;
+"mock:<preset>" (presets: ` + strings.Join(mock.PresetNames(), ", ") + `) or
+"mock:<file>" (a YAML node config: preset, or cards: [A100-80GB, T4, ...])
+simulates the cards, keeping their state in --mock-state so simulated jobs
+(gpupack-train) can share it.`,
+		SilenceUsage: true,
+		Version:      Version,
+		Args:         cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			ctx = klog.NewContext(ctx, klog.Background().WithName("gpupack-device-plugin"))
+			return run(ctx, f)
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&f.node, "node-name", os.Getenv("NODE_NAME"), "this node's name (default $NODE_NAME)")
+	fl.StringVar(&f.kubeconfig, "kubeconfig", "", "path to a kubeconfig; empty uses the in-cluster config")
+	fl.StringVar(&f.dir, "device-plugin-dir", pluginapi.DevicePluginPath, "the kubelet's device-plugins folder")
+	fl.StringVar(&f.nvmlSpec, "nvml", "real", `the cards: "real", "mock:<preset>" or "mock:<config file>"`)
+	fl.StringVar(&f.nvmlLibrary, "nvml-library", "", "path of libnvidia-ml.so.1 for --nvml=real (default: the loader's search path)")
+	fl.StringVar(&f.mockState, "mock-state", "", "state file of the simulated cards (default <tmp>/gpupack-mock-<node>.json)")
+	fl.StringVar(&f.unit, "memory-unit", "GiB", "unit of aliyun.com/gpu-mem: GiB or MiB (the extender's must match)")
+	fl.StringVar(&f.procRoot, "proc-root", "/proc", "the host's /proc, to map GPU processes to pods")
+	fl.StringVar(&f.podResources, "pod-resources-socket", deviceplugin.DefaultPodResourcesSocket, `the kubelet's PodResources API socket ("" to not reconcile)`)
+	fl.IntVar(&f.metricsPort, "metrics-port", 9445, "port of /metrics, /healthz and /readyz (0: not served)")
+	fl.DurationVar(&f.evictAfter, "evict-over-share-after", 0, "evict a pod whose container holds more than its GPU memory share for this long (0: only report)")
+	fl.DurationVar(&f.usageInterval, "usage-interval", 5*time.Second, "how often GPU memory use is checked against shares")
+	fl.DurationVar(&f.reconcileInterval, "reconcile-interval", 30*time.Second, "how often annotations are reconciled with the PodResources API")
+	fl.DurationVar(&f.quiet, "health-recovery", 5*time.Minute, "how long a card made unhealthy by an Xid or ECC error must stay quiet to be healthy again")
+	fl.UintSliceVar(&f.ignoredXids, "ignored-xids", defaultIgnoredXids(), "Xids that are the application's fault, not the card's")
+	fl.BoolVar(&f.cgpuDisabled, "cgpu-disable", false, "set CGPU_DISABLE=true in every container (also when the node is labelled "+contract.LabelCGPUDisable+"=true)")
+	fl.AddGoFlagSet(cli.KlogFlags())
+	return cmd
+}
+
+func run(ctx context.Context, f *flags) error {
+	if f.node == "" {
+		return fmt.Errorf("--node-name (or $NODE_NAME) is required")
+	}
+	unit, err := contract.ParseUnit(f.unit)
+	if err != nil {
+		return err
+	}
+	lib, err := openNVML(f)
+	if err != nil {
+		return err
+	}
+	defer lib.Shutdown()
+	rc, err := cli.RestConfig(f.kubeconfig)
+	if err != nil {
+		return err
+	}
+	rc.UserAgent = "gpupack-device-plugin/" + Version
+	client, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		return fmt.Errorf("building the API client: %w", err)
+	}
+	cfg := deviceplugin.DaemonConfig{
+		Options: deviceplugin.Options{
+			NodeName: f.node, Dir: f.dir, Unit: unit, CGPUDisabled: f.cgpuDisabled,
+			Health:   nvml.HealthOptions{IgnoredXids: xids(f.ignoredXids), Quiet: f.quiet},
+			ProcRoot: f.procRoot, EvictOverShareAfter: f.evictAfter,
+		},
+		PodResourcesSocket: f.podResources,
+		UsageInterval:      f.usageInterval,
+		ReconcileInterval:  f.reconcileInterval,
+	}
+	if f.metricsPort != 0 {
+		cfg.MetricsAddr = fmt.Sprintf(":%d", f.metricsPort)
+	}
+	return deviceplugin.RunDaemon(ctx, cfg, lib, client)
+}
+
+// openNVML opens the real library or a simulated node.
+func openNVML(f *flags) (nvml.Interface, error) {
+	if f.nvmlSpec == "real" {
+		return nvml.NewReal(f.nvmlLibrary)
+	}
+	spec, ok := strings.CutPrefix(f.nvmlSpec, "mock:")
+	if !ok || spec == "" {
+		return nil, fmt.Errorf(`--nvml %q: want "real", "mock:<preset>" or "mock:<file>"`, f.nvmlSpec)
+	}
+	path := f.mockState
+	if path == "" {
+		path = filepath.Join(os.TempDir(), "gpupack-mock-"+f.node+".json")
+	}
+	st, err := mock.Prepare(spec, path, f.node)
+	if err != nil {
+		return nil, err
+	}
+	return nvml.New(mock.New(st))
+}
+
+func defaultIgnoredXids() []uint {
+	out := make([]uint, len(nvml.DefaultIgnoredXids))
+	for i, x := range nvml.DefaultIgnoredXids {
+		out[i] = uint(x)
+	}
+	return out
+}
+
+// xids converts the flag; an empty list stays empty (ignore none), not nil
+// (the default list).
+func xids(in []uint) []uint64 {
+	out := make([]uint64, len(in))
+	for i, x := range in {
+		out[i] = uint64(x)
+	}
+	return out
+}
