@@ -20,13 +20,15 @@ build: ## build the binaries into bin/ (the extender without cgo; the node side 
 	CGO_ENABLED=0 $(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/gpupack-extender
 	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/gpupack-device-plugin ./cmd/gpupack-train
 
-test: ## run every unit test with the race detector
+test: ## run every test with the race detector: the product's, then test/ (the kubelet's device manager)
 	$(GO) test -race -count=1 $(PKGS)
+	cd test && $(GO) test -race -count=1 ./...
 
 verify: ## check gofmt, go vet and go mod tidy
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(PKGS)
 	$(GO) mod tidy -diff
+	cd test && $(GO) vet ./... && $(GO) mod tidy -diff
 	@# the extender stays pure Go: it must build without cgo (no go-nvml)
 	CGO_ENABLED=0 $(GO) build ./contract/... ./extender/... ./cmd/gpupack-extender
 
