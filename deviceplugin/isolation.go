@@ -58,7 +58,9 @@ func (p *Plugin) checkUsage(ctx context.Context, iso *isolation, now time.Time) 
 		return
 	}
 	seen := map[overKey]bool{}
+	present := map[types.UID]bool{}
 	for _, c := range u.Containers {
+		present[c.Pod.UID] = true
 		if !c.Over() {
 			continue
 		}
@@ -83,6 +85,11 @@ func (p *Plugin) checkUsage(ctx context.Context, iso *isolation, now time.Time) 
 	for k := range iso.since {
 		if !seen[k] {
 			delete(iso.since, k)
+		}
+	}
+	for uid := range iso.evicted {
+		if !present[uid] {
+			delete(iso.evicted, uid) // gone: forget it
 		}
 	}
 }
