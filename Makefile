@@ -10,25 +10,34 @@ BENCHTIME ?= 1s
 # go-nvml's cgo bindings name deprecated NVML calls; the warnings are theirs.
 export CGO_CFLAGS ?= -O2 -g -Wno-deprecated-declarations
 
-.PHONY: help build test verify fmt lint bench fuzz clean
+.PHONY: help build test unit e2e demo verify fmt lint bench fuzz clean
 
 help: ## list the targets
-	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
 
 build: ## build the binaries into bin/ (the extender without cgo; the node side needs it for go-nvml)
 	@mkdir -p $(BIN)
 	CGO_ENABLED=0 $(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/gpupack-extender
 	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/gpupack-device-plugin ./cmd/gpupack-train
 
-test: ## run every test with the race detector: the product's, then test/ (the kubelet's device manager)
+test: unit e2e ## run every test: unit tests, then the end-to-end tests on a local cluster
+
+unit: ## unit tests with the race detector: the product's, then the kubelet device-manager test in test/
 	$(GO) test -race -count=1 $(PKGS)
-	cd test && $(GO) test -race -count=1 ./...
+	cd test && $(GO) test -race -count=1 ./devicemanager/...
+
+e2e: ## end-to-end tests on a local cluster (the first run builds etcd, kube-apiserver and kube-scheduler into the cache: several minutes)
+	cd test && $(GO) test -count=1 -timeout 60m -v ./e2e/...
+
+demo: ## bring a local GPU-sharing cluster up, run a sample training workload, print where it went; stays up until Ctrl-C
+	cd test && $(GO) run ./cmd/gpupack-demo
 
 verify: ## check gofmt, go vet and go mod tidy
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(PKGS)
 	$(GO) mod tidy -diff
 	cd test && $(GO) vet ./... && $(GO) mod tidy -diff
+	cd test/tools/etcd && $(GO) mod tidy -diff
 	@# the extender stays pure Go: it must build without cgo (no go-nvml)
 	CGO_ENABLED=0 $(GO) build ./contract/... ./extender/... ./cmd/gpupack-extender
 

@@ -40,6 +40,12 @@ const (
 	// pod UID, the node and the allocation, so that only decisions the
 	// extender made are trusted when state is rebuilt (see Sign).
 	AnnotationSignature = "gpupack.io/signature"
+	// AnnotationPlanned is written by the device plugin when it rewrites a
+	// pod's allocation to what the kubelet really gave (same-size pods can
+	// swap cards): the extender's original decision, kept so that the
+	// node's set of decisions stays what it was while the rewrites land one
+	// pod at a time.
+	AnnotationPlanned = "gpupack.io/planned-allocation"
 )
 
 // Node labels.

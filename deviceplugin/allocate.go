@@ -60,17 +60,21 @@ func describeCards(cards map[int]int64) string {
 
 // waitingContainers lists the GPU containers of pods that wait for
 // Allocate, oldest bind first. done says which containers the plugin has
-// served already.
-func waitingContainers(pods []*corev1.Pod, done map[types.UID]map[int]bool) []waiting {
+// served already (a pod present with no container served was given back
+// its record by reconciliation).
+func waitingContainers(pods []*corev1.Pod, done map[types.UID]map[int]bool, skipAssigned bool) []waiting {
 	var out []waiting
 	for _, pod := range pods {
 		if pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed || pod.DeletionTimestamp != nil {
 			continue
 		}
-		if pod.Annotations[contract.AnnotationAssigned] == "true" {
+		// This run's record of what it served is the truth; the annotation
+		// (which a swap may have put on the wrong pod) only stands in for
+		// pods this run has not served (a restarted plugin).
+		if _, known := done[pod.UID]; skipAssigned && !known && pod.Annotations[contract.AnnotationAssigned] == "true" {
 			continue
 		}
-		a, err := contract.ParseAllocation(pod.Annotations[contract.AnnotationAllocation])
+		a, err := contract.ParseAllocation(planOf(pod))
 		if err != nil {
 			continue
 		}
@@ -94,6 +98,15 @@ func waitingContainers(pods []*corev1.Pod, done map[types.UID]map[int]bool) []wa
 	return out
 }
 
+// planOf is the extender's decision for a pod: the allocation annotation,
+// or the original decision kept when reconciliation rewrote it.
+func planOf(pod *corev1.Pod) string {
+	if p, ok := pod.Annotations[contract.AnnotationPlanned]; ok {
+		return p
+	}
+	return pod.Annotations[contract.AnnotationAllocation]
+}
+
 // match finds the first waiting container whose cards are exactly got.
 func match(ws []waiting, got map[int]int64) (waiting, bool) {
 	for _, w := range ws {
@@ -102,4 +115,106 @@ func match(ws []waiting, got map[int]int64) (waiting, bool) {
 		}
 	}
 	return waiting{}, false
+}
+
+// held is what the kubelet says each GPU container of the node holds: pod
+// UID -> container index -> card -> units.
+type held map[types.UID]map[int]map[int]int64
+
+func (h held) holds(uid types.UID, ctr int) bool {
+	_, ok := h[uid][ctr]
+	return ok
+}
+
+// plans lists every GPU container's recorded allocation on the node's
+// active pods, served or not, oldest bind first.
+func plans(pods []*corev1.Pod) []waiting {
+	return waitingContainers(pods, nil, false)
+}
+
+// pool is what still waits for Allocate, given what containers hold: the
+// recorded allocations (plans) less one plan per holding container. A
+// container's own plan goes when it holds exactly that; else an unused
+// plan equal to what it holds (it was served from another pod's plan: the
+// pods are interchangeable), first one of another holder that holds other
+// cards than planned (the two swapped), then one of a container that holds
+// nothing yet; else its own plan (the kubelet gave it other cards than any
+// plan). So same-size pods that swapped cards leave the right cards
+// waiting, whichever pod each plan was recorded on.
+//
+// orphan[i] says that the owner of the i-th remaining plan holds devices
+// already, so the plan is free for a container whose own plan was used.
+func pool(all []waiting, h held) (rest []waiting, orphan []bool) {
+	used := make([]bool, len(all))
+	own := map[types.UID]map[int]int{}
+	for i, w := range all {
+		if own[w.pod.UID] == nil {
+			own[w.pod.UID] = map[int]int{}
+		}
+		own[w.pod.UID][w.container] = i
+	}
+	type holder struct {
+		uid   types.UID
+		ctr   int
+		cards map[int]int64
+	}
+	var pending []holder
+	for uid, ctrs := range h {
+		for ctr, cards := range ctrs {
+			if i, ok := own[uid][ctr]; ok && maps.Equal(all[i].cards, cards) {
+				used[i] = true
+				continue
+			}
+			pending = append(pending, holder{uid, ctr, cards})
+		}
+	}
+	sort.Slice(pending, func(i, j int) bool {
+		if pending[i].uid != pending[j].uid {
+			return pending[i].uid < pending[j].uid
+		}
+		return pending[i].ctr < pending[j].ctr
+	})
+	// Mutual swaps first: a holder's cards recorded on another holder whose
+	// own plan is not what it holds; then plans of containers that hold
+	// nothing yet.
+	pendingHolder := map[types.UID]map[int]bool{}
+	for _, hd := range pending {
+		if pendingHolder[hd.uid] == nil {
+			pendingHolder[hd.uid] = map[int]bool{}
+		}
+		pendingHolder[hd.uid][hd.ctr] = true
+	}
+	var unmatched []holder
+	for _, fromHolders := range []bool{true, false} {
+		unmatched = unmatched[:0]
+		for _, hd := range pending {
+			found := false
+			for i, w := range all {
+				eligible := pendingHolder[w.pod.UID][w.container]
+				if !fromHolders {
+					eligible = !h.holds(w.pod.UID, w.container)
+				}
+				if !used[i] && eligible && maps.Equal(w.cards, hd.cards) {
+					used[i], found = true, true
+					break
+				}
+			}
+			if !found {
+				unmatched = append(unmatched, hd)
+			}
+		}
+		pending = append([]holder(nil), unmatched...)
+	}
+	for _, hd := range unmatched {
+		if i, ok := own[hd.uid][hd.ctr]; ok && !used[i] {
+			used[i] = true
+		}
+	}
+	for i, w := range all {
+		if !used[i] {
+			rest = append(rest, w)
+			orphan = append(orphan, h.holds(w.pod.UID, w.container))
+		}
+	}
+	return rest, orphan
 }

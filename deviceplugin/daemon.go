@@ -22,12 +22,9 @@ import (
 type DaemonConfig struct {
 	Options
 	// MetricsAddr serves /metrics, /healthz and /readyz ("" : not served).
-	MetricsAddr string
-	// PodResourcesSocket is the kubelet's PodResources API ("": not
-	// reconciled).
-	PodResourcesSocket string
-	UsageInterval      time.Duration
-	ReconcileInterval  time.Duration
+	MetricsAddr       string
+	UsageInterval     time.Duration
+	ReconcileInterval time.Duration
 }
 
 // RunDaemon is the device plugin of one node: it watches the node's pods,
@@ -77,7 +74,7 @@ func RunDaemon(ctx context.Context, cfg DaemonConfig, lib nvml.Interface, client
 	}
 	wg.Go(func() { p.WatchUsage(ctx, cfg.UsageInterval) })
 	if cfg.PodResourcesSocket != "" {
-		wg.Go(func() { p.WatchPodResources(ctx, cfg.PodResourcesSocket, cfg.ReconcileInterval) })
+		wg.Go(func() { p.WatchPodResources(ctx, cfg.ReconcileInterval) })
 	}
 	select {
 	case <-ctx.Done():

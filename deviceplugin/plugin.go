@@ -26,6 +26,7 @@ import (
 	"k8s.io/client-go/tools/record"
 	"k8s.io/klog/v2"
 	pluginapi "k8s.io/kubelet/pkg/apis/deviceplugin/v1beta1"
+	podresourcesapi "k8s.io/kubelet/pkg/apis/podresources/v1"
 
 	"github.com/gpupack/gpupack/contract"
 	"github.com/gpupack/gpupack/nvml"
@@ -54,6 +55,11 @@ type Options struct {
 	// Synced reports whether the pod source has synced, for /readyz (nil:
 	// always).
 	Synced func() bool
+	// PodResourcesSocket is the kubelet's PodResources API. With it, what
+	// waits for Allocate is worked out from what the kubelet says
+	// containers hold, and annotations are reconciled with it; without it
+	// (""), the plugin remembers what it served.
+	PodResourcesSocket string
 }
 
 // Plugin is the device plugin of one node.
@@ -76,6 +82,10 @@ type Plugin struct {
 	procs      ProcFS
 	metrics    *pluginMetrics
 	registered atomic.Bool
+	// podResources is the kubelet's PodResources client (nil without a
+	// socket); kick asks for a reconciliation soon.
+	podResources podresourcesapi.PodResourcesListerClient
+	kick         chan struct{}
 }
 
 var _ pluginapi.DevicePluginServer = (*Plugin)(nil)
@@ -102,6 +112,14 @@ func New(opts Options, lib nvml.Interface, pods PodSource, client kubernetes.Int
 		}
 		return nil, fmt.Errorf("%d cards in %s make %d fake devices, a %.1f MiB device list: over the %d MiB the kubelet accepts in one gRPC message, so it would never see the devices; use a coarser memory unit (GiB)",
 			len(p.cards), opts.Unit, n, float64(size)/(1<<20), MaxListAndWatchBytes>>20)
+	}
+	p.kick = make(chan struct{}, 1)
+	if opts.PodResourcesSocket != "" {
+		conn, err := grpc.NewClient("unix://"+opts.PodResourcesSocket, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			return nil, fmt.Errorf("the kubelet's PodResources API at %s: %w", opts.PodResourcesSocket, err)
+		}
+		p.podResources = podresourcesapi.NewPodResourcesListerClient(conn)
 	}
 	p.procs = ProcFS{Root: opts.ProcRoot}
 	if p.procs.Root == "" {
@@ -192,16 +210,30 @@ func (p *Plugin) WatchHealth(ctx context.Context) error {
 }
 
 // GetPreferredAllocation steers the kubelet to the cards the extender chose
-// for the oldest bound pod waiting with a container of this size.
+// for the oldest bound pod waiting with a container of this size. When the
+// informer has no such pod yet (it lags the bind), the API server is asked.
 func (p *Plugin) GetPreferredAllocation(ctx context.Context, req *pluginapi.PreferredAllocationRequest) (*pluginapi.PreferredAllocationResponse, error) {
-	resp := &pluginapi.PreferredAllocationResponse{}
-	pods, err := p.pods.Cached()
-	if err != nil {
-		return nil, status.Errorf(codes.Unavailable, "listing pods of node %s: %v", p.opts.NodeName, err)
+	resp, complete, err := p.prefer(ctx, req, p.pods.Cached)
+	if err != nil || complete {
+		return resp, err
 	}
-	p.mu.Lock()
-	ws := waitingContainers(pods, p.done)
-	p.mu.Unlock()
+	resp, _, err = p.prefer(ctx, req, func() ([]*corev1.Pod, error) { return p.pods.Live(ctx) })
+	return resp, err
+}
+
+// prefer answers from one list of pods; complete says every request got a
+// preference.
+func (p *Plugin) prefer(ctx context.Context, req *pluginapi.PreferredAllocationRequest, list func() ([]*corev1.Pod, error)) (*pluginapi.PreferredAllocationResponse, bool, error) {
+	pods, err := list()
+	if err != nil {
+		return nil, false, status.Errorf(codes.Unavailable, "listing pods of node %s: %v", p.opts.NodeName, err)
+	}
+	ws, _, err := p.pending(ctx, pods)
+	if err != nil {
+		return nil, false, err
+	}
+	resp := &pluginapi.PreferredAllocationResponse{}
+	complete := true
 	for _, cr := range req.ContainerRequests {
 		pref := &pluginapi.ContainerPreferredAllocationResponse{}
 		for _, w := range ws {
@@ -213,9 +245,10 @@ func (p *Plugin) GetPreferredAllocation(ctx context.Context, req *pluginapi.Pref
 				break
 			}
 		}
+		complete = complete && pref.DeviceIDs != nil
 		resp.ContainerResponses = append(resp.ContainerResponses, pref)
 	}
-	return resp, nil
+	return resp, complete, nil
 }
 
 // pick chooses, from the available ids, the given units on each card, the
@@ -279,14 +312,21 @@ func (p *Plugin) Allocate(ctx context.Context, req *pluginapi.AllocateRequest) (
 		}
 		p.metrics.allocations.WithLabelValues("allocated").Inc()
 		resp.ContainerResponses = append(resp.ContainerResponses, &pluginapi.ContainerAllocateResponse{Envs: p.env(w)})
-		klog.FromContext(ctx).Info("Allocated", "pod", klog.KObj(w.pod), "container", w.container, "cards", describeCards(w.cards))
-		p.markAssigned(ctx, w)
+		klog.FromContext(ctx).Info("Allocated", "node", p.opts.NodeName, "pod", klog.KObj(w.pod), "container", w.container, "cards", describeCards(w.cards))
+		if p.podResources == nil {
+			p.markAssigned(ctx, w)
+		} else {
+			select { // annotations follow once the kubelet records the devices
+			case p.kick <- struct{}{}:
+			default:
+			}
+		}
 	}
 	return resp, nil
 }
 
 // claim finds the waiting container that the cards got belong to, from the
-// informer, then from the API server, and records it as served.
+// informer, then from the API server.
 func (p *Plugin) claim(ctx context.Context, got map[int]int64) (waiting, error) {
 	var ws []waiting
 	for _, list := range []func() ([]*corev1.Pod, error){p.pods.Cached, func() ([]*corev1.Pod, error) { return p.pods.Live(ctx) }} {
@@ -294,19 +334,23 @@ func (p *Plugin) claim(ctx context.Context, got map[int]int64) (waiting, error) 
 		if err != nil {
 			return waiting{}, status.Errorf(codes.Unavailable, "listing pods of node %s: %v", p.opts.NodeName, err)
 		}
-		p.mu.Lock()
-		ws = waitingContainers(pods, p.done)
+		var truth bool
+		if ws, truth, err = p.pending(ctx, pods); err != nil {
+			return waiting{}, err
+		}
 		w, ok := match(ws, got)
-		if ok {
+		if !ok {
+			continue
+		}
+		if !truth {
+			p.mu.Lock()
 			if p.done[w.pod.UID] == nil {
 				p.done[w.pod.UID] = map[int]bool{}
 			}
 			p.done[w.pod.UID][w.container] = true
+			p.mu.Unlock()
 		}
-		p.mu.Unlock()
-		if ok {
-			return w, nil
-		}
+		return w, nil
 	}
 	names := make([]string, len(ws))
 	for i, w := range ws {
@@ -318,6 +362,23 @@ func (p *Plugin) claim(ctx context.Context, got map[int]int64) (waiting, error) 
 	return waiting{}, status.Errorf(codes.FailedPrecondition,
 		"node %s: no pod bound here waits for %s %s; pods waiting: %s",
 		p.opts.NodeName, describeCards(got), p.opts.Unit, strings.Join(names, "; "))
+}
+
+// pending is what waits for Allocate among pods: from what the kubelet
+// says containers hold when its PodResources API is configured (truth is
+// true), else from what this plugin remembers serving.
+func (p *Plugin) pending(ctx context.Context, pods []*corev1.Pod) (ws []waiting, truth bool, err error) {
+	if p.podResources == nil {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return waitingContainers(pods, p.done, true), false, nil
+	}
+	h, err := p.holdings(ctx, pods)
+	if err != nil {
+		return nil, true, status.Errorf(codes.Unavailable, "node %s: %v", p.opts.NodeName, err)
+	}
+	ws, _ = pool(plans(pods), h)
+	return ws, true, nil
 }
 
 // env is the container's environment for its cards.

@@ -318,6 +318,15 @@ func TestAllocateWhenTheInformerLags(t *testing.T) {
 	h.pods.mu.Lock()
 	h.pods.cached = nil // the informer has not seen the bind yet
 	h.pods.mu.Unlock()
+	pref, err := h.client.GetPreferredAllocation(h.ctx, &pluginapi.PreferredAllocationRequest{ContainerRequests: []*pluginapi.ContainerPreferredAllocationRequest{
+		{AvailableDeviceIDs: append(h.ids(0, 10), h.ids(4, 10)...), AllocationSize: 6},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(h.ids(4, 6), pref.ContainerResponses[0].DeviceIDs); diff != "" {
+		t.Errorf("preferred while the informer lags (-want +got):\n%s", diff)
+	}
 	resp, err := h.client.Allocate(h.ctx, &pluginapi.AllocateRequest{ContainerRequests: []*pluginapi.ContainerAllocateRequest{{DevicesIds: h.ids(4, 6)}}})
 	if err != nil {
 		t.Fatal(err)

@@ -3,13 +3,12 @@ package deviceplugin
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"maps"
 	"strconv"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -23,130 +22,157 @@ import (
 const DefaultPodResourcesSocket = "/var/lib/kubelet/pod-resources/kubelet.sock"
 
 // ReasonAllocationCorrected is the event when reconciliation rewrote a pod's
-// allocation to what its containers really got.
+// allocation.
 const ReasonAllocationCorrected = "GPUAllocationCorrected"
 
-// Reconcile asks the kubelet (PodResources API on socket) which fake
-// devices each container of the node really holds and makes the pods'
-// annotations say so:
-//   - a created container whose devices differ from its recorded allocation
-//     gets the real one (the extender's signature is dropped, so the
-//     extender re-checks the claim instead of trusting it) and an event;
-//   - a pod whose GPU containers were all created is marked assigned;
-//   - the plugin forgets nothing it served and learns what a previous run
-//     of the plugin served.
-//
-// Only containers the runtime has created are considered: their Allocate
-// is over, so reconciliation never races one in flight.
-func (p *Plugin) Reconcile(ctx context.Context, socket string) error {
-	conn, err := grpc.NewClient("unix://"+socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		return fmt.Errorf("connecting to the kubelet's PodResources API at %s: %w", socket, err)
+// holdings asks the kubelet which fake devices each GPU container of the
+// node's pods holds.
+func (p *Plugin) holdings(ctx context.Context, pods []*corev1.Pod) (held, error) {
+	if p.podResources == nil {
+		return nil, errors.New("no PodResources socket is configured")
 	}
-	defer conn.Close()
-	lctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	resp, err := podresourcesapi.NewPodResourcesListerClient(conn).List(lctx, &podresourcesapi.ListPodResourcesRequest{})
+	resp, err := p.podResources.List(ctx, &podresourcesapi.ListPodResourcesRequest{})
 	if err != nil {
-		return fmt.Errorf("listing pod resources from the kubelet at %s: %w", socket, err)
-	}
-	pods, err := p.pods.Cached()
-	if err != nil {
-		return fmt.Errorf("listing the pods of node %s: %w", p.opts.NodeName, err)
+		return nil, fmt.Errorf("asking the kubelet's PodResources API what containers hold: %w", err)
 	}
 	byName := make(map[types.NamespacedName]*corev1.Pod, len(pods))
 	for _, pod := range pods {
 		byName[types.NamespacedName{Namespace: pod.Namespace, Name: pod.Name}] = pod
 	}
+	h := held{}
 	for _, pr := range resp.GetPodResources() {
 		pod := byName[types.NamespacedName{Namespace: pr.GetNamespace(), Name: pr.GetName()}]
 		if pod == nil || !active(pod) {
 			continue
 		}
-		real, err := p.held(pod, pr)
+		for _, c := range pr.GetContainers() {
+			idx := containerIndex(pod, c.GetName())
+			if idx < 0 {
+				continue
+			}
+			var ids []string
+			for _, d := range c.GetDevices() {
+				if d.GetResourceName() == string(contract.ResourceGPUMem) {
+					ids = append(ids, d.GetDeviceIds()...)
+				}
+			}
+			if len(ids) == 0 {
+				continue
+			}
+			cards, err := perCard(ids, p.byUUID)
+			if err != nil {
+				return nil, fmt.Errorf("pod %s container %s: %w", klog.KObj(pod), c.GetName(), err)
+			}
+			if h[pod.UID] == nil {
+				h[pod.UID] = map[int]map[int]int64{}
+			}
+			h[pod.UID][idx] = cards
+		}
+	}
+	return h, nil
+}
+
+// Reconcile makes the pods' annotations say what the kubelet's PodResources
+// API says their containers hold, and marks assigned the pods whose GPU
+// containers all hold devices.
+//
+// The kubelet does not say which pod an Allocate is for, so two waiting
+// pods of the same size can swap cards: P is served from the plan recorded
+// for Q, and Q later from P's (see pool). While such a Q still waits, the
+// recorded plans are left alone: as a whole they still name the right
+// cards (the extender's per-card totals are right), and P's old plan is
+// what steers Q. Once nothing waits on a plan another container took, each
+// holder's allocation is rewritten to the truth; the plan is kept in
+// gpupack.io/planned-allocation, so that what waits is worked out from the
+// same plans while the rewrites land one pod at a time. Rewritten allocations lose
+// the extender's signature (the extender then checks them instead of
+// trusting them) and get a GPUAllocationCorrected event.
+func (p *Plugin) Reconcile(ctx context.Context) error {
+	pods, err := p.pods.Cached()
+	if err != nil {
+		return fmt.Errorf("listing the pods of node %s: %w", p.opts.NodeName, err)
+	}
+	h, err := p.holdings(ctx, pods)
+	if err != nil {
+		return err
+	}
+	all := plans(pods)
+	rest, _ := pool(all, h)
+	waiting := map[types.UID]map[int]bool{}
+	for _, w := range rest {
+		if waiting[w.pod.UID] == nil {
+			waiting[w.pod.UID] = map[int]bool{}
+		}
+		waiting[w.pod.UID][w.container] = true
+	}
+	settled := true // no container waits on a plan another took
+	for _, w := range all {
+		if !h.holds(w.pod.UID, w.container) && !waiting[w.pod.UID][w.container] {
+			settled = false
+			break
+		}
+	}
+	log := klog.FromContext(ctx)
+	for _, w := range all {
+		if w.container != firstContainer(w.podAlloc) {
+			continue // one pass per pod
+		}
+		rec, err := contract.ParseAllocation(w.pod.Annotations[contract.AnnotationAllocation])
 		if err != nil {
-			klog.FromContext(ctx).Error(err, "Reading what the kubelet gave a pod", "pod", klog.KObj(pod))
-			continue
+			rec = w.podAlloc
 		}
-		if len(real) == 0 {
-			continue
+		if settled {
+			rec = w.podAlloc.Clone()
+			for ctr, cards := range h[w.pod.UID] {
+				rec[ctr] = maps.Clone(cards)
+			}
 		}
-		if err := p.reconcilePod(ctx, pod, real); err != nil {
-			klog.FromContext(ctx).Error(err, "Reconciling a pod's allocation", "pod", klog.KObj(pod))
+		if err := p.patchRecord(ctx, w.pod, w.podAlloc, rec, h[w.pod.UID]); err != nil {
+			log.Error(err, "Reconciling a pod's allocation", "pod", klog.KObj(w.pod))
 		}
 	}
 	return nil
 }
 
-// held is what the created GPU containers of a pod hold, by container index.
-func (p *Plugin) held(pod *corev1.Pod, pr *podresourcesapi.PodResources) (contract.Allocation, error) {
-	created := map[string]bool{}
-	for _, st := range pod.Status.ContainerStatuses {
-		created[st.Name] = st.ContainerID != ""
+func firstContainer(a contract.Allocation) int {
+	first := -1
+	for ctr := range a {
+		if first < 0 || ctr < first {
+			first = ctr
+		}
 	}
-	real := contract.Allocation{}
-	for _, c := range pr.GetContainers() {
-		idx := containerIndex(pod, c.GetName())
-		if idx < 0 || !created[c.GetName()] {
-			continue
-		}
-		var ids []string
-		for _, d := range c.GetDevices() {
-			if d.GetResourceName() == string(contract.ResourceGPUMem) {
-				ids = append(ids, d.GetDeviceIds()...)
-			}
-		}
-		if len(ids) == 0 {
-			continue
-		}
-		cards, err := perCard(ids, p.byUUID)
-		if err != nil {
-			return nil, fmt.Errorf("container %s: %w", c.GetName(), err)
-		}
-		real[idx] = cards
-	}
-	return real, nil
+	return first
 }
 
-func (p *Plugin) reconcilePod(ctx context.Context, pod *corev1.Pod, real contract.Allocation) error {
-	p.mu.Lock()
-	if p.done[pod.UID] == nil {
-		p.done[pod.UID] = map[int]bool{}
-	}
-	for idx := range real {
-		p.done[pod.UID][idx] = true
-	}
-	p.mu.Unlock()
-
-	recorded, err := contract.ParseAllocation(pod.Annotations[contract.AnnotationAllocation])
-	if err != nil {
-		recorded = contract.Allocation{}
-	}
+// patchRecord writes a pod's allocation when it changed (without the
+// extender's signature, and keeping the extender's plan beside it) and
+// whether every GPU container holds devices.
+func (p *Plugin) patchRecord(ctx context.Context, pod *corev1.Pod, plan, rec contract.Allocation, holds map[int]map[int]int64) error {
 	annotations := map[string]any{}
-	fixed := recorded.Clone()
-	for idx, cards := range real {
-		if !maps.Equal(recorded[idx], cards) {
-			fixed[idx] = cards
+	old := pod.Annotations[contract.AnnotationAllocation]
+	if cur, err := contract.ParseAllocation(old); err != nil || cur.String() != rec.String() {
+		annotations[contract.AnnotationAllocation] = rec.String()
+		if _, kept := pod.Annotations[contract.AnnotationPlanned]; !kept {
+			annotations[contract.AnnotationPlanned] = plan.String()
 		}
-	}
-	if fixed.String() != recorded.String() {
-		annotations[contract.AnnotationAllocation] = fixed.String()
 		annotations[contract.AnnotationSignature] = nil // no longer the extender's decision
-		if cards := fixed.Cards(); len(cards) > 0 {
+		if cards := rec.Cards(); len(cards) > 0 {
 			annotations[contract.AnnotationIndex] = strconv.Itoa(cards[0])
 		}
-		klog.FromContext(ctx).Info("Allocation annotation corrected to what the kubelet gave", "pod", klog.KObj(pod), "recorded", recorded.String(), "real", fixed.String())
+		klog.FromContext(ctx).Info("Allocation annotation corrected to what the kubelet gave", "pod", klog.KObj(pod), "recorded", old, "now", rec.String())
 		p.event(pod, corev1.EventTypeWarning, ReasonAllocationCorrected,
-			"The kubelet gave this pod's containers %s, not the recorded %s: annotation corrected", fixed, recorded)
+			"The kubelet gave this node's containers other devices than recorded: allocation %s corrected to %s", old, rec)
 	}
-	all := true
-	for idx := range fixed {
-		if _, ok := real[idx]; !ok {
-			all = false
+	assigned := "true"
+	for ctr := range rec {
+		if _, ok := holds[ctr]; !ok {
+			assigned = "false"
 		}
 	}
-	if all && pod.Annotations[contract.AnnotationAssigned] != "true" {
-		annotations[contract.AnnotationAssigned] = "true"
+	if pod.Annotations[contract.AnnotationAssigned] != assigned || len(annotations) > 0 {
+		annotations[contract.AnnotationAssigned] = assigned
 	}
 	if len(annotations) == 0 || p.client == nil {
 		return nil
@@ -154,22 +180,30 @@ func (p *Plugin) reconcilePod(ctx context.Context, pod *corev1.Pod, real contrac
 	patch, _ := json.Marshal(map[string]any{"metadata": map[string]any{"uid": pod.UID, "annotations": annotations}})
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	_, err = p.client.CoreV1().Pods(pod.Namespace).Patch(ctx, pod.Name, types.MergePatchType, patch, metav1.PatchOptions{})
+	_, err := p.client.CoreV1().Pods(pod.Namespace).Patch(ctx, pod.Name, types.MergePatchType, patch, metav1.PatchOptions{})
 	return err
 }
 
-// WatchPodResources reconciles every interval until ctx ends.
-func (p *Plugin) WatchPodResources(ctx context.Context, socket string, interval time.Duration) {
+// WatchPodResources reconciles every interval, and soon after each
+// Allocate, until ctx ends.
+func (p *Plugin) WatchPodResources(ctx context.Context, interval time.Duration) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
-		if err := p.Reconcile(ctx, socket); err != nil {
+		if err := p.Reconcile(ctx); err != nil {
 			klog.FromContext(ctx).V(2).Info("PodResources reconciliation skipped", "err", err)
 		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		case <-p.kick:
+			// Let the kubelet record the devices it just allocated.
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(500 * time.Millisecond):
+			}
 		}
 	}
 }

@@ -63,6 +63,9 @@ func (p *Plugin) Run(ctx context.Context) error {
 				return nil
 			case err := <-served:
 				stop()
+				if ctx.Err() != nil {
+					return nil
+				}
 				return fmt.Errorf("serving the device plugin: %w", err)
 			case ev := <-w.Events:
 				if filepath.Base(ev.Name) == kubelet && ev.Has(fsnotify.Create) {

@@ -3,6 +3,7 @@ package deviceplugin
 import (
 	"context"
 	"fmt"
+	"maps"
 	"sort"
 
 	corev1 "k8s.io/api/core/v1"
@@ -79,6 +80,14 @@ func (p *Plugin) Usage(ctx context.Context) (*Usage, error) {
 	used := map[share]int64{}
 	limits := map[share]int64{}
 	allocated := map[int]int64{}
+	// What containers hold, from the kubelet, wins over the annotations
+	// (which lag a swap of same-size pods until reconciliation).
+	var h held
+	if p.podResources != nil {
+		if h, err = p.holdings(ctx, pods); err != nil {
+			klog.FromContext(ctx).V(2).Info("Grants from annotations only", "err", err)
+		}
+	}
 	for _, pod := range pods {
 		if !active(pod) {
 			continue
@@ -86,7 +95,11 @@ func (p *Plugin) Usage(ctx context.Context) (*Usage, error) {
 		byUID[pod.UID] = pod
 		a, err := contract.ParseAllocation(pod.Annotations[contract.AnnotationAllocation])
 		if err != nil {
-			continue
+			a = contract.Allocation{}
+		}
+		if hs := h[pod.UID]; len(hs) > 0 {
+			a = a.Clone()
+			maps.Copy(a, hs)
 		}
 		for ctr, cards := range a {
 			for c, units := range cards {

@@ -116,11 +116,10 @@ func run(ctx context.Context, f *flags) error {
 		Options: deviceplugin.Options{
 			NodeName: f.node, Dir: f.dir, Unit: unit, CGPUDisabled: f.cgpuDisabled,
 			Health:   nvml.HealthOptions{IgnoredXids: xids(f.ignoredXids), Quiet: f.quiet},
-			ProcRoot: f.procRoot, EvictOverShareAfter: f.evictAfter,
+			ProcRoot: f.procRoot, EvictOverShareAfter: f.evictAfter, PodResourcesSocket: f.podResources,
 		},
-		PodResourcesSocket: f.podResources,
-		UsageInterval:      f.usageInterval,
-		ReconcileInterval:  f.reconcileInterval,
+		UsageInterval:     f.usageInterval,
+		ReconcileInterval: f.reconcileInterval,
 	}
 	if f.metricsPort != 0 {
 		cfg.MetricsAddr = fmt.Sprintf(":%d", f.metricsPort)

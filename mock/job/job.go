@@ -52,9 +52,10 @@ type Spec struct {
 	StepTime time.Duration
 	// Use is the fraction of the share held while training (0.9 when 0).
 	Use float64
-	// Exceed, when above 1, is the fraction of the share held from the
-	// middle of training on: the job goes over its share.
-	Exceed float64
+	// Exceed, when above 1, is the fraction of the share held from step
+	// ExceedFrom (0: the middle of training) on: the job goes over its share.
+	Exceed     float64
+	ExceedFrom int
 	// SM is the share of the SMs kept busy while training, 0..100 (60 when
 	// 0).
 	SM int
@@ -86,7 +87,8 @@ type Phase struct {
 }
 
 // Plan is the phase of every step: loading (a third of the memory, few
-// SMs), warm-up (memory and SMs ramp up over the first tenth of training),
+// SMs), warm-up (memory and SMs ramp up over the first tenth of training,
+// at most 20 steps),
 // training (steady, with jitter; over the share from the middle when
 // Exceed > 1), checkpoints; then the job ends. It is pure, so tests check
 // it directly.
@@ -95,7 +97,7 @@ func Plan(s Spec, limitMiB int64) []Phase {
 	rng := rand.New(rand.NewPCG(s.Seed, 1))
 	steady := int64(float64(limitMiB) * s.Use)
 	over := int64(float64(limitMiB) * s.Exceed)
-	warm := max(1, s.Steps/10)
+	warm := max(1, min(s.Steps/10, 20))
 	out := []Phase{{Name: "loading", UsedMiB: steady / 3, SM: 5}}
 	for i := range s.Steps {
 		p := Phase{Name: "training", UsedMiB: steady, SM: jitter(rng, s.SM)}
@@ -107,7 +109,11 @@ func Plan(s Spec, limitMiB int64) []Phase {
 		case s.CheckpointEvery > 0 && (i+1)%s.CheckpointEvery == 0:
 			p.Name, p.SM = "checkpoint", 5
 		}
-		if s.Exceed > 1 && i >= s.Steps/2 {
+		from := s.ExceedFrom
+		if from == 0 {
+			from = s.Steps / 2
+		}
+		if s.Exceed > 1 && i >= from {
 			p.UsedMiB = over
 		}
 		out = append(out, p)

@@ -50,6 +50,7 @@ func TestPlan(t *testing.T) {
 	}{
 		{"within its share", Spec{Steps: 40, CheckpointEvery: 10}, 9216, -1},
 		{"over from the middle", Spec{Steps: 40, Exceed: 1.5}, 15360, 21},
+		{"over from step 5", Spec{Steps: 40, Exceed: 1.5, ExceedFrom: 5}, 15360, 6},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

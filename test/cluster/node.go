@@ -1,0 +1,181 @@
+package cluster
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/klog/v2"
+
+	"github.com/gpupack/gpupack/contract"
+	"github.com/gpupack/gpupack/deviceplugin"
+	"github.com/gpupack/gpupack/mock"
+	"github.com/gpupack/gpupack/nvml"
+)
+
+// NodeSpec is a simulated GPU node: a name and a mock NVML preset.
+type NodeSpec struct {
+	Name   string
+	Preset string
+}
+
+// Node is a running simulated node.
+type Node struct {
+	Name string
+	// Store is the node's simulated cards: inject faults here.
+	Store *mock.Store
+	// MetricsURL is the device plugin's /metrics.
+	MetricsURL string
+	kubelet    *kubelet
+	cancel     context.CancelFunc
+	done       chan struct{}
+}
+
+// RestartKubelet restarts the node's kubelet registration server, as a
+// kubelet restart does: the plugin must register again.
+func (n *Node) RestartKubelet() error { return n.kubelet.restart() }
+
+// startNode creates the Node object and runs the device plugin and test
+// kubelet of a simulated node until Stop.
+func startNode(ctx context.Context, rc clientFactory, b Binaries, dir string, spec NodeSpec) (*Node, error) {
+	client, err := rc("node/" + spec.Name)
+	if err != nil {
+		return nil, err
+	}
+	nodeDir := filepath.Join(dir, spec.Name)
+	if err := os.MkdirAll(filepath.Join(nodeDir, "proc"), 0o755); err != nil {
+		return nil, err
+	}
+	store, err := mock.Prepare(spec.Preset, filepath.Join(nodeDir, "nvml.json"), spec.Name)
+	if err != nil {
+		return nil, err
+	}
+	if err := createNode(ctx, client, spec.Name); err != nil {
+		return nil, err
+	}
+	lib, err := nvml.New(mock.New(store))
+	if err != nil {
+		return nil, err
+	}
+	port, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	log := klog.FromContext(ctx).WithValues("node", spec.Name)
+	n := &Node{Name: spec.Name, Store: store, MetricsURL: fmt.Sprintf("http://127.0.0.1:%d/metrics", port), cancel: cancel, done: make(chan struct{})}
+	n.kubelet = &kubelet{
+		node: spec.Name, client: client, log: log.WithName("kubelet"),
+		pluginDir: filepath.Join(nodeDir, "dp"), procRoot: filepath.Join(nodeDir, "proc"),
+		podResourcesSocket: filepath.Join(nodeDir, "pr.sock"), train: b.Train, state: store.Path(),
+	}
+	factory := informers.NewSharedInformerFactoryWithOptions(client, 0, informers.WithTweakListOptions(func(o *metav1.ListOptions) {
+		o.FieldSelector = fields.OneTermEqualSelector("spec.nodeName", spec.Name).String()
+	}))
+	podInformer := factory.Core().V1().Pods().Informer()
+	if err := n.kubelet.run(ctx, podInformer); err != nil {
+		cancel()
+		return nil, err
+	}
+	factory.Start(ctx.Done())
+	pluginDone := make(chan struct{})
+	go func() {
+		defer close(pluginDone)
+		err := deviceplugin.RunDaemon(klog.NewContext(ctx, log.WithName("device-plugin")), deviceplugin.DaemonConfig{
+			Options: deviceplugin.Options{
+				NodeName: spec.Name, Dir: n.kubelet.pluginDir, Unit: contract.GiB, ProcRoot: n.kubelet.procRoot,
+				Health:             nvml.HealthOptions{Poll: 200 * time.Millisecond, Quiet: 3 * time.Second},
+				PodResourcesSocket: n.kubelet.podResourcesSocket,
+			},
+			MetricsAddr:       fmt.Sprintf("127.0.0.1:%d", port),
+			UsageInterval:     500 * time.Millisecond,
+			ReconcileInterval: 2 * time.Second,
+		}, lib, client)
+		if err != nil && ctx.Err() == nil {
+			log.Error(err, "Device plugin stopped")
+		}
+	}()
+	go func() {
+		<-ctx.Done()
+		<-pluginDone
+		factory.Shutdown()
+		close(n.done)
+	}()
+	return n, nil
+}
+
+// Stop ends the node's plugin and kubelet.
+func (n *Node) Stop() {
+	n.cancel()
+	<-n.done
+}
+
+// createNode registers a Ready node with CPU, memory and pod capacity.
+func createNode(ctx context.Context, client kubernetes.Interface, name string) error {
+	capacity := corev1.ResourceList{
+		corev1.ResourceCPU: resource.MustParse("96"), corev1.ResourceMemory: resource.MustParse("1Ti"), corev1.ResourcePods: resource.MustParse("110"),
+	}
+	node := &corev1.Node{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{
+			contract.LabelGPUShare: "true", corev1.LabelHostname: name, corev1.LabelOSStable: "linux",
+		}},
+	}
+	created, err := client.CoreV1().Nodes().Create(ctx, node, metav1.CreateOptions{})
+	if err != nil {
+		return fmt.Errorf("creating node %s: %w", name, err)
+	}
+	now := metav1.Now()
+	created.Status = corev1.NodeStatus{
+		Capacity: capacity, Allocatable: capacity.DeepCopy(),
+		Conditions: []corev1.NodeCondition{{Type: corev1.NodeReady, Status: corev1.ConditionTrue, Reason: "KubeletReady",
+			Message: "simulated by gpupack's test kubelet", LastHeartbeatTime: now, LastTransitionTime: now}},
+		Addresses: []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: "127.0.0.1"}, {Type: corev1.NodeHostName, Address: name}},
+	}
+	if _, err := client.CoreV1().Nodes().UpdateStatus(ctx, created, metav1.UpdateOptions{}); err != nil {
+		return fmt.Errorf("reporting node %s ready: %w", name, err)
+	}
+	return nil
+}
+
+// Held is what the kubelet gave the pod's GPU containers, by container
+// index and card index; false when the pod holds nothing on this node.
+func (n *Node) Held(pod *corev1.Pod) (contract.Allocation, bool) {
+	state, err := n.Store.Read()
+	if err != nil {
+		return nil, false
+	}
+	card := map[string]int{}
+	for i, c := range state.Cards {
+		card[c.UUID] = i
+	}
+	k := n.kubelet
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	rp := k.pods[pod.UID]
+	if rp == nil || len(rp.devices) == 0 {
+		return nil, false
+	}
+	out := contract.Allocation{}
+	for i, c := range pod.Spec.Containers {
+		for _, id := range rp.devices[c.Name] {
+			uuid, _, ok := strings.Cut(id, "-_-")
+			if !ok {
+				continue
+			}
+			if out[i] == nil {
+				out[i] = map[int]int64{}
+			}
+			out[i][card[uuid]]++
+		}
+	}
+	return out, true
+}

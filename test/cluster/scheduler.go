@@ -1,0 +1,86 @@
+package cluster
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+)
+
+// SchedulerName is the profile GPU pods opt into.
+const SchedulerName = "gpupack-scheduler"
+
+// schedulerConfig is a KubeSchedulerConfiguration v1: the default profile
+// untouched, and profile gpupack-scheduler whose only scores are the
+// extender's, so our policy decides where GPU pods go. The extender manages
+// both GPU resources, caches nodes (node-name mode) and binds.
+func schedulerConfig(kubeconfig, extenderURL string) string {
+	return fmt.Sprintf(`apiVersion: kubescheduler.config.k8s.io/v1
+kind: KubeSchedulerConfiguration
+clientConnection:
+  kubeconfig: %q
+  qps: 500
+  burst: 1000
+leaderElection:
+  leaderElect: false
+percentageOfNodesToScore: 100
+profiles:
+- schedulerName: default-scheduler
+- schedulerName: %s
+  plugins:
+    score:
+      disabled:
+      - name: "*"
+extenders:
+- urlPrefix: %q
+  filterVerb: filter
+  prioritizeVerb: prioritize
+  bindVerb: bind
+  weight: 1
+  enableHTTPS: false
+  nodeCacheCapable: true
+  ignorable: false
+  httpTimeout: 30s
+  managedResources:
+  - name: aliyun.com/gpu-mem
+    ignoredByScheduler: false
+  - name: aliyun.com/gpu-count
+    ignoredByScheduler: false
+`, kubeconfig, SchedulerName, extenderURL)
+}
+
+// startScheduler runs kube-scheduler with the gpupack profile.
+func startScheduler(ctx context.Context, b Binaries, dir, kubeconfig, extenderURL string) (*process, error) {
+	cfg := filepath.Join(dir, "scheduler.yaml")
+	if err := os.WriteFile(cfg, []byte(schedulerConfig(kubeconfig, extenderURL)), 0o644); err != nil {
+		return nil, err
+	}
+	port, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	p, err := start(dir, "kube-scheduler", b.Scheduler, []string{
+		"--config=" + cfg, "--bind-address=127.0.0.1", "--secure-port=" + strconv.Itoa(port),
+		"--authentication-kubeconfig=" + kubeconfig, "--authorization-kubeconfig=" + kubeconfig,
+		"--v=2",
+	})
+	if err != nil {
+		return nil, err
+	}
+	insecure := insecureClient()
+	if err := poll(ctx, "kube-scheduler to be healthy", 60*time.Second, p, func() bool {
+		resp, err := insecure.Get(fmt.Sprintf("https://127.0.0.1:%d/healthz", port))
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	}); err != nil {
+		p.stop(5 * time.Second)
+		return nil, err
+	}
+	return p, nil
+}
