@@ -10,7 +10,7 @@ BENCHTIME ?= 1s
 # go-nvml's cgo bindings name deprecated NVML calls; the warnings are theirs.
 export CGO_CFLAGS ?= -O2 -g -Wno-deprecated-declarations
 
-.PHONY: help build test unit e2e demo verify fmt lint bench fuzz clean
+.PHONY: help build test unit e2e demo throughput verify fmt lint bench fuzz clean
 
 help: ## list the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
@@ -28,6 +28,9 @@ unit: ## unit tests with the race detector: the product's, then the kubelet devi
 
 e2e: ## end-to-end tests on a local cluster (the first run builds etcd, kube-apiserver and kube-scheduler into the cache: several minutes)
 	cd test && $(GO) test -count=1 -timeout 60m -v ./e2e/...
+
+throughput: ## schedule 2,000 GPU pods on 1,000 nodes through kube-scheduler with and without the extender; pods/s and ratio
+	cd test && $(GO) test -run '^$$' -bench Throughput -benchtime 1x -timeout 60m -v ./perf/
 
 demo: ## bring a local GPU-sharing cluster up, run a sample training workload, print where it went; stays up until Ctrl-C
 	cd test && $(GO) run ./cmd/gpupack-demo

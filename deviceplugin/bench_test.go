@@ -15,46 +15,71 @@ import (
 )
 
 // fullNode is a plugin on 8 x A100-80GB with 110 bound pods (the kubelet's
-// default pod limit), each with a share of one card, all waiting.
-func fullNode(b *testing.B) (*Plugin, []*corev1.Pod) {
+// default pod limit), each with a share of one card; with a PodResources
+// socket, the kubelet says all but the last hold their devices.
+func fullNode(b *testing.B, withPodResources bool) (*Plugin, []*corev1.Pod) {
 	b.Helper()
 	dir := b.TempDir()
 	_, lib := mockNVML(&testing.T{}, dir, "a100x8")
 	var list []*corev1.Pod
 	for i := range 110 {
 		alloc := fmt.Sprintf(`{"0":{"%d":%d}}`, i%8, 1+i%5)
-		list = append(list, bound(fmt.Sprintf("p%03d", i), alloc, fmt.Sprint(i), fixture.MakePod().UID(fmt.Sprint("uid-", i)).GPUMem(int64(1+i%5))))
+		list = append(list, bound(fmt.Sprintf("p%03d", i), alloc, fmt.Sprint(i), fixture.MakePod().GPUMem(int64(1+i%5))))
 	}
-	p, err := New(Options{NodeName: "node-a", Dir: dir, Unit: contract.GiB}, lib, &pods{cached: list, live: list}, nil)
+	opts := Options{NodeName: "node-a", Dir: dir, Unit: contract.GiB}
+	var kubelet *podResources
+	if withPodResources {
+		kubelet, opts.PodResourcesSocket = servePodResources(b, dir)
+	}
+	p, err := New(opts, lib, &pods{cached: list, live: list}, nil)
 	if err != nil {
 		b.Fatal(err)
+	}
+	if kubelet != nil {
+		next := map[int]int64{}
+		for _, pod := range list[:len(list)-1] {
+			a, _ := contract.ParseAllocation(pod.Annotations[contract.AnnotationAllocation])
+			var ids []string
+			for c, units := range a[0] {
+				for range units {
+					ids = append(ids, deviceID(p.cards[c].UUID, next[c]))
+					next[c]++
+				}
+			}
+			kubelet.hold(holding(pod.Name, "c0", ids...))
+		}
 	}
 	return p, list
 }
 
-// BenchmarkAllocate serves the last-bound of 110 waiting pods (the longest
-// search), from a warm informer cache.
+// BenchmarkAllocate serves the last-bound of 110 pods from a warm informer
+// cache: with the plugin's memory of what it served (all 110 waiting, the
+// longest search), and with the kubelet's PodResources API (109 holding).
 func BenchmarkAllocate(b *testing.B) {
-	p, list := fullNode(b)
-	last := list[len(list)-1]
-	a, _ := contract.ParseAllocation(last.Annotations[contract.AnnotationAllocation])
-	var ids []string
-	for c, units := range a[0] {
-		for j := range units {
-			ids = append(ids, deviceID(p.cards[c].UUID, j))
-		}
-	}
-	req := &pluginapi.AllocateRequest{ContainerRequests: []*pluginapi.ContainerAllocateRequest{{DevicesIds: ids}}}
-	ctx := context.Background()
-	b.ReportAllocs()
-	for b.Loop() {
-		resp, err := p.Allocate(ctx, req)
-		if err != nil || resp.ContainerResponses[0].Envs[contract.EnvIndex] == "" {
-			b.Fatal(err)
-		}
-		p.mu.Lock()
-		p.done = map[types.UID]map[int]bool{}
-		p.mu.Unlock()
+	for _, withPR := range []bool{false, true} {
+		b.Run(map[bool]string{false: "memory", true: "podresources"}[withPR], func(b *testing.B) {
+			p, list := fullNode(b, withPR)
+			last := list[len(list)-1]
+			a, _ := contract.ParseAllocation(last.Annotations[contract.AnnotationAllocation])
+			var ids []string
+			for c, units := range a[0] {
+				for j := range units {
+					ids = append(ids, deviceID(p.cards[c].UUID, 80-1-j))
+				}
+			}
+			req := &pluginapi.AllocateRequest{ContainerRequests: []*pluginapi.ContainerAllocateRequest{{DevicesIds: ids}}}
+			ctx := context.Background()
+			b.ReportAllocs()
+			for b.Loop() {
+				resp, err := p.Allocate(ctx, req)
+				if err != nil || resp.ContainerResponses[0].Envs[contract.EnvIndex] == "" {
+					b.Fatal(err)
+				}
+				p.mu.Lock()
+				p.done = map[types.UID]map[int]bool{}
+				p.mu.Unlock()
+			}
+		})
 	}
 }
 

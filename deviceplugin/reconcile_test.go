@@ -42,7 +42,7 @@ func (s *podResources) hold(pods ...*podresourcesapi.PodResources) {
 }
 
 // servePodResources serves the API on dir/pr.sock.
-func servePodResources(t *testing.T, dir string) (*podResources, string) {
+func servePodResources(t testing.TB, dir string) (*podResources, string) {
 	t.Helper()
 	sock := filepath.Join(dir, "pr.sock")
 	l, err := net.Listen("unix", sock)
