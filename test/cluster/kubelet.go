@@ -114,13 +114,22 @@ func (k *kubelet) PluginListAndWatchReceiver(_ klog.Logger, resource string, res
 // CleanupPluginDirectory removes plugin sockets, as the kubelet does when
 // it starts.
 func (k *kubelet) CleanupPluginDirectory(_ klog.Logger, dir string) error {
+	return RemovePluginSockets(dir)
+}
+
+// RemovePluginSockets removes the files (plugin sockets) of a
+// device-plugins folder, as the kubelet does when it starts; it keeps
+// folders.
+func RemovePluginSockets(dir string) error {
 	entries, err := os.ReadDir(dir)
 	if err != nil {
 		return err
 	}
 	for _, e := range entries {
 		if !e.IsDir() {
-			_ = os.Remove(filepath.Join(dir, e.Name()))
+			if err := os.Remove(filepath.Join(dir, e.Name())); err != nil && !os.IsNotExist(err) {
+				return err
+			}
 		}
 	}
 	return nil

@@ -22,6 +22,7 @@ import (
 	"github.com/gpupack/gpupack/internal/fixture"
 	"github.com/gpupack/gpupack/mock"
 	"github.com/gpupack/gpupack/nvml"
+	"github.com/gpupack/gpupack/test/cluster"
 )
 
 // kubelet is the device manager's side of the kubelet's registration
@@ -58,18 +59,7 @@ func (k *kubelet) PluginListAndWatchReceiver(_ klog.Logger, _ string, resp *api.
 // CleanupPluginDirectory removes the plugin sockets, as the kubelet does at
 // start (it keeps only its checkpoint).
 func (k *kubelet) CleanupPluginDirectory(_ klog.Logger, dir string) error {
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		return err
-	}
-	for _, e := range entries {
-		if !e.IsDir() {
-			if err := os.Remove(filepath.Join(dir, e.Name())); err != nil {
-				return err
-			}
-		}
-	}
-	return nil
+	return cluster.RemovePluginSockets(dir)
 }
 
 func (k *kubelet) api() api.DevicePluginClient {
