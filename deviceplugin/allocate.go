@@ -58,20 +58,26 @@ func describeCards(cards map[int]int64) string {
 	return strings.Join(parts, ", ")
 }
 
+// planned reports whether a pod's plan counts on the node: it has not
+// ended and is not being deleted. What waits and what is held are worked
+// out over the same pods, so a deleting pod's devices never use up another
+// pod's plan.
+func planned(pod *corev1.Pod) bool {
+	return active(pod) && pod.DeletionTimestamp == nil
+}
+
 // waitingContainers lists the GPU containers of pods that wait for
 // Allocate, oldest bind first. done says which containers the plugin has
-// served already (a pod present with no container served was given back
-// its record by reconciliation).
-func waitingContainers(pods []*corev1.Pod, done map[types.UID]map[int]bool, skipAssigned bool) []waiting {
+// served already; with it (no PodResources API), pods marked assigned are
+// taken as served too (a restarted plugin). With done nil it lists every
+// plan.
+func waitingContainers(pods []*corev1.Pod, done map[types.UID]map[int]bool) []waiting {
 	var out []waiting
 	for _, pod := range pods {
-		if pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed || pod.DeletionTimestamp != nil {
+		if !planned(pod) {
 			continue
 		}
-		// This run's record of what it served is the truth; the annotation
-		// (which a swap may have put on the wrong pod) only stands in for
-		// pods this run has not served (a restarted plugin).
-		if _, known := done[pod.UID]; skipAssigned && !known && pod.Annotations[contract.AnnotationAssigned] == "true" {
+		if _, known := done[pod.UID]; done != nil && !known && pod.Annotations[contract.AnnotationAssigned] == "true" {
 			continue
 		}
 		a, err := contract.ParseAllocation(planOf(pod))
@@ -129,7 +135,7 @@ func (h held) holds(uid types.UID, ctr int) bool {
 // plans lists every GPU container's recorded allocation on the node's
 // active pods, served or not, oldest bind first.
 func plans(pods []*corev1.Pod) []waiting {
-	return waitingContainers(pods, nil, false)
+	return waitingContainers(pods, nil)
 }
 
 // pool is what still waits for Allocate, given what containers hold: the

@@ -371,7 +371,7 @@ func (p *Plugin) pending(ctx context.Context, pods []*corev1.Pod) (ws []waiting,
 	if p.podResources == nil {
 		p.mu.Lock()
 		defer p.mu.Unlock()
-		return waitingContainers(pods, p.done, true), false, nil
+		return waitingContainers(pods, p.done), false, nil
 	}
 	h, err := p.holdings(ctx, pods)
 	if err != nil {

@@ -44,7 +44,7 @@ func (p *Plugin) holdings(ctx context.Context, pods []*corev1.Pod) (held, error)
 	h := held{}
 	for _, pr := range resp.GetPodResources() {
 		pod := byName[types.NamespacedName{Namespace: pr.GetNamespace(), Name: pr.GetName()}]
-		if pod == nil || !active(pod) {
+		if pod == nil || !planned(pod) {
 			continue
 		}
 		for _, c := range pr.GetContainers() {

@@ -189,3 +189,20 @@ func TestPoolWithoutTheKubelet(t *testing.T) {
 		t.Errorf("Allocate without the PodResources API: %v", err)
 	}
 }
+
+func TestDeletingPodDoesNotUseAnotherPlan(t *testing.T) {
+	// leaving is being deleted while it still holds card 2, which q's plan
+	// names; q still waits for card 2 once leaving's devices are freed.
+	leaving := bound("leaving", `{"0":{"1":4}}`, "0", fixture.MakePod().GPUMem(4)).DeepCopy()
+	now := metav1.Now()
+	leaving.DeletionTimestamp = &now
+	q := bound("q", `{"0":{"2":4}}`, "1", fixture.MakePod().GPUMem(4))
+	kubelet, sock := servePodResources(t, t.TempDir())
+	h := newHarnessWith(t, "a100x8", func(o *Options) { o.PodResourcesSocket = sock }, leaving, q)
+	kubelet.hold(holding("leaving", "c0", h.ids(2, 4)...))
+	pods, _ := h.pods.Cached()
+	ws, _, err := h.plugin.pending(h.ctx, pods)
+	if err != nil || len(ws) != 1 || ws[0].pod.Name != "q" || ws[0].cards[2] != 4 {
+		t.Errorf("waiting = %v, %v; want q on card 2", ws, err)
+	}
+}
