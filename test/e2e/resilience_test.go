@@ -76,32 +76,28 @@ func TestBurstWithExtenderRestart(t *testing.T) {
 	checkNoOvercommit(t)
 }
 
-func runningCount(ns string) int {
+// countPods counts the pods of ns that satisfy pred (0 when they cannot be
+// listed).
+func countPods(ns string, pred func(*corev1.Pod) bool) int {
 	list, err := client.CoreV1().Pods(ns).List(context.Background(), metav1.ListOptions{})
 	if err != nil {
 		return 0
 	}
 	c := 0
-	for _, p := range list.Items {
-		if p.Status.Phase == corev1.PodRunning {
+	for i := range list.Items {
+		if pred(&list.Items[i]) {
 			c++
 		}
 	}
 	return c
 }
 
+func running(p *corev1.Pod) bool { return p.Status.Phase == corev1.PodRunning }
+
+func runningCount(ns string) int { return countPods(ns, running) }
+
 func boundCount(ns string) int {
-	list, err := client.CoreV1().Pods(ns).List(context.Background(), metav1.ListOptions{})
-	if err != nil {
-		return 0
-	}
-	c := 0
-	for _, p := range list.Items {
-		if p.Spec.NodeName != "" {
-			c++
-		}
-	}
-	return c
+	return countPods(ns, func(p *corev1.Pod) bool { return p.Spec.NodeName != "" })
 }
 
 func onNode(p *corev1.Pod, node string) *corev1.Pod {
