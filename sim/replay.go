@@ -1,0 +1,199 @@
+package sim
+
+import (
+	"fmt"
+	"math/rand"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gpupack/gpupack/extender/policy"
+)
+
+// WorkloadSource says what FGD-like policies measure fragmentation against.
+type WorkloadSource string
+
+const (
+	// Seen: the pods that arrived so far, the current one included (what an
+	// extender learns from its informers; the default).
+	Seen WorkloadSource = "seen"
+	// Trace: every pod of the workload file, known in advance (what the
+	// published FGD runs used).
+	Trace WorkloadSource = "trace"
+)
+
+// Config is one replay: a cluster, a workload, a policy, a seed.
+type Config struct {
+	Nodes    []Node
+	Pods     []Pod
+	Policy   *policy.Policy
+	Seed     int64
+	Workload WorkloadSource
+	// Coverage is the share of pods whose shapes the workload keeps (0.95).
+	Coverage float64
+	// Cold re-evaluates every node for every pod; otherwise a node whose
+	// state did not change since a pod of the same request was evaluated
+	// (under the same workload estimate) keeps its result, as the
+	// extender's evaluation cache does.
+	Cold bool
+}
+
+// Placement is what happened to one arriving pod.
+type Placement struct {
+	Seq  int // arrival order over the inflated sequence
+	Pod  int // index into Config.Pods
+	Node int // index into Config.Nodes; -1 when the pod failed
+	// Cards are the card indices it got, one per card asked.
+	Cards []int
+	// Decision is the time taken to choose (all nodes evaluated, best picked).
+	Decision time.Duration
+	// Arrived and Allocated are cumulative GPU (thousandths of a card)
+	// after this pod: asked for, and placed.
+	Arrived, Allocated int64
+}
+
+// Result is one replay's outcome.
+type Result struct {
+	Seed       int64
+	Capacity   int64
+	Placements []Placement
+	Wall       time.Duration
+}
+
+// cached is Place's answer for one node at one version.
+type cached struct {
+	version uint64
+	valid   bool
+	fits    bool
+	d       policy.Decision
+}
+
+// requestKey identifies what Place reads of a pod.
+func requestKey(p *Pod) string {
+	return strconv.FormatInt(p.CPUMilli, 10) + "/" + strconv.FormatInt(p.MemoryMiB, 10) + "/" +
+		strconv.FormatInt(p.NumGPU, 10) + "x" + strconv.FormatInt(p.GPUMilli, 10) + "/" + strings.Join(p.Models, "|")
+}
+
+// Replay schedules the pods one at a time in the published order: every
+// node is rated with policy.Place (the extender's filter, card choice and
+// score), the best raw score wins, and ties go to a node drawn uniformly
+// at random, as kube-scheduler breaks ties between its best nodes. No pod
+// departs; a pod that fits nowhere fails and is skipped.
+func Replay(cfg Config) (*Result, error) {
+	if cfg.Policy == nil {
+		return nil, fmt.Errorf("no policy")
+	}
+	start := time.Now()
+	capacity := Capacity(cfg.Nodes)
+	if capacity == 0 {
+		return nil, fmt.Errorf("the nodes have no GPU")
+	}
+	nodes := make([]*policy.Node, len(cfg.Nodes))
+	for i, n := range cfg.Nodes {
+		pn := &policy.Node{Name: n.Name, Resources: true, CPUFree: n.CPUMilli, MemFree: n.MemoryMiB, Cards: make([]policy.Card, n.GPUs)}
+		for c := range pn.Cards {
+			pn.Cards[c] = policy.Card{Index: c, Model: n.Model, Total: CardUnits, Healthy: true}
+		}
+		nodes[i] = pn
+	}
+	// Requests and their keys, once per distinct pod of the file.
+	reqs := make([]*policy.Request, len(cfg.Pods))
+	keys := make([]int, len(cfg.Pods))
+	keyOf := map[string]int{}
+	for i := range cfg.Pods {
+		reqs[i] = cfg.Pods[i].Request()
+		k := requestKey(&cfg.Pods[i])
+		if _, ok := keyOf[k]; !ok {
+			keyOf[k] = len(keyOf)
+		}
+		keys[i] = keyOf[k]
+	}
+	var learner *policy.Learner
+	var fixed *policy.Workload
+	if cfg.Policy.NeedsWorkload {
+		switch cfg.Workload {
+		case Trace:
+			counts := map[policy.Shape]int64{}
+			for _, r := range reqs {
+				counts[policy.ShapeOf(r)]++
+			}
+			fixed = policy.NewWorkload(counts, cfg.Coverage)
+		case Seen, "":
+			learner = policy.NewLearner(cfg.Coverage)
+		default:
+			return nil, fmt.Errorf("unknown workload source %q: want %s or %s", cfg.Workload, Seen, Trace)
+		}
+	}
+	type keyCache struct {
+		w       *policy.Workload
+		results []cached
+	}
+	caches := make([]*keyCache, len(keyOf))
+	seq := Order(cfg.Pods, cfg.Seed, capacity)
+	// kube-scheduler's tie-break has its own generator.
+	ties := rand.New(rand.NewSource(cfg.Seed))
+	res := &Result{Seed: cfg.Seed, Capacity: capacity, Placements: make([]Placement, len(seq))}
+	var version uint64
+	var arrived, allocated int64
+	for s, pi := range seq {
+		pod, req := &cfg.Pods[pi], reqs[pi]
+		if learner != nil {
+			learner.Observe(req)
+		}
+		t0 := time.Now()
+		w := fixed
+		if learner != nil {
+			w = learner.Workload()
+		}
+		kc := caches[keys[pi]]
+		if kc == nil || kc.w != w || cfg.Cold {
+			kc = &keyCache{w: w, results: make([]cached, len(nodes))}
+			caches[keys[pi]] = kc
+		}
+		best, count := -1, 0
+		var bestScore float64
+		for i, n := range nodes {
+			r := &kc.results[i]
+			if !r.valid || r.version != n.Version {
+				d, u := policy.Place(n, req, cfg.Policy, w)
+				*r = cached{version: n.Version, valid: true, fits: u == nil, d: d}
+			}
+			if !r.fits {
+				continue
+			}
+			switch {
+			case best < 0 || r.d.Score > bestScore:
+				best, bestScore, count = i, r.d.Score, 1
+			case r.d.Score == bestScore:
+				count++
+				if ties.Intn(count) == 0 {
+					best = i
+				}
+			}
+		}
+		decision := time.Since(t0)
+		p := Placement{Seq: s, Pod: pi, Node: best, Decision: decision}
+		arrived += pod.Demand()
+		if best >= 0 {
+			n := nodes[best]
+			alloc := kc.results[best].d.Allocation()
+			n.Apply(alloc)
+			n.CPUFree -= pod.CPUMilli
+			n.MemFree -= pod.MemoryMiB
+			version++
+			n.Version = version
+			for _, perCard := range alloc {
+				for c := range perCard {
+					p.Cards = append(p.Cards, c)
+				}
+			}
+			slices.Sort(p.Cards)
+			allocated += pod.Demand()
+		}
+		p.Arrived, p.Allocated = arrived, allocated
+		res.Placements[s] = p
+	}
+	res.Wall = time.Since(start)
+	return res, nil
+}

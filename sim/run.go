@@ -1,0 +1,182 @@
+package sim
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/gpupack/gpupack/extender/policy"
+)
+
+// Options is one invocation of the simulator: one cluster, one workload,
+// one or more policies, several seeds.
+type Options struct {
+	NodesFile, PodsFile string
+	Policies            []string
+	Seeds               []int64
+	Workload            WorkloadSource
+	Coverage            float64
+	Cold                bool
+	// Parallel is how many seeds replay at once (each on one goroutine).
+	Parallel int
+	Out      string
+	// Log receives one line per seed; nil: none.
+	Log io.Writer
+}
+
+// ParseSeeds reads "42-51", "42,45" or a mix ("42-44,50").
+func ParseSeeds(s string) ([]int64, error) {
+	var out []int64
+	for _, part := range strings.Split(s, ",") {
+		part = strings.TrimSpace(part)
+		if part == "" {
+			continue
+		}
+		lo, hi, isRange := strings.Cut(part, "-")
+		a, err := strconv.ParseInt(strings.TrimSpace(lo), 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("seeds %q: %q is not a number: want a range (42-51) or a list (42,45)", s, lo)
+		}
+		b := a
+		if isRange {
+			if b, err = strconv.ParseInt(strings.TrimSpace(hi), 10, 64); err != nil {
+				return nil, fmt.Errorf("seeds %q: %q is not a number: want a range (42-51) or a list (42,45)", s, hi)
+			}
+			if b < a {
+				return nil, fmt.Errorf("seeds %q: range %d-%d runs backwards", s, a, b)
+			}
+			if b-a >= 10000 {
+				return nil, fmt.Errorf("seeds %q: more than 10000 seeds", s)
+			}
+		}
+		for v := a; v <= b; v++ {
+			out = append(out, v)
+		}
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("no seeds in %q", s)
+	}
+	return out, nil
+}
+
+// Run replays every policy over every seed and writes the outputs under
+// opts.Out: summary.json and placements-<seed>.csv (in Out/<policy>/ when
+// several policies run) and allocation.svg with every policy's curve. It
+// returns the summaries, one per policy.
+func Run(opts Options) ([]*Summary, error) {
+	nodes, err := ReadNodes(opts.NodesFile)
+	if err != nil {
+		return nil, err
+	}
+	pods, err := ReadPods(opts.PodsFile, Models(nodes))
+	if err != nil {
+		return nil, err
+	}
+	if len(opts.Policies) == 0 {
+		opts.Policies = []string{"default"}
+	}
+	pols := make([]*policy.Policy, len(opts.Policies))
+	for i, name := range opts.Policies {
+		if pols[i], err = policy.Get(policy.Name(name)); err != nil {
+			return nil, err
+		}
+	}
+	if opts.Parallel <= 0 {
+		opts.Parallel = runtime.GOMAXPROCS(0)
+	}
+	if err := os.MkdirAll(opts.Out, 0o755); err != nil {
+		return nil, err
+	}
+	var summaries []*Summary
+	var series []Series
+	for i, p := range pols {
+		dir := opts.Out
+		if len(pols) > 1 {
+			dir = filepath.Join(opts.Out, opts.Policies[i])
+			if err := os.MkdirAll(dir, 0o755); err != nil {
+				return nil, err
+			}
+		}
+		name := string(p.Name)
+		if opts.Policies[i] != name {
+			name = opts.Policies[i] + " (" + name + ")"
+		}
+		s, err := runPolicy(opts, nodes, pods, p, name, dir)
+		if err != nil {
+			return nil, err
+		}
+		summaries = append(summaries, s)
+		series = append(series, Series{Name: name, Curve: s.Curve, Label: fmt.Sprintf("unallocated %.2f%% at 100%%", s.Mean.UnallocatedAt100)})
+	}
+	f, err := os.Create(filepath.Join(opts.Out, "allocation.svg"))
+	if err != nil {
+		return nil, err
+	}
+	title := fmt.Sprintf("%s: GPU allocation, mean over %d seeds", filepath.Base(opts.PodsFile), len(opts.Seeds))
+	if err := PlotSVG(f, title, series); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return summaries, f.Close()
+}
+
+func runPolicy(opts Options, nodes []Node, pods []Pod, p *policy.Policy, name, dir string) (*Summary, error) {
+	type out struct {
+		fig   SeedFigures
+		curve []Point
+		err   error
+	}
+	outs := make([]out, len(opts.Seeds))
+	var wg sync.WaitGroup
+	var logMu sync.Mutex
+	next := make(chan int)
+	for range min(opts.Parallel, len(opts.Seeds)) {
+		wg.Go(func() {
+			for i := range next {
+				cfg := Config{Nodes: nodes, Pods: pods, Policy: p, Seed: opts.Seeds[i], Workload: opts.Workload, Coverage: opts.Coverage, Cold: opts.Cold}
+				r, err := Replay(cfg)
+				if err == nil {
+					err = WritePlacementsFile(dir, &cfg, r)
+				}
+				if err != nil {
+					outs[i].err = err
+					continue
+				}
+				outs[i] = out{fig: Measure(&cfg, r), curve: Curve(r)}
+				if opts.Log != nil {
+					f := outs[i].fig
+					logMu.Lock()
+					fmt.Fprintf(opts.Log, "%s seed %d: unallocated %.2f%% at 100%%, %.2f%% at 130%%; decision p99 %.3f ms; %.1f s\n", name, f.Seed, f.UnallocatedAt100, f.UnallocatedAt130, f.DecisionP99Ms, f.WallSeconds)
+					logMu.Unlock()
+				}
+			}
+		})
+	}
+	for i := range opts.Seeds {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	s := &Summary{Protocol: ProtocolText, Nodes: opts.NodesFile, Pods: opts.PodsFile, Policy: name, Workload: string(opts.Workload), Coverage: opts.Coverage, Cold: opts.Cold, Capacity: Capacity(nodes)}
+	if !p.NeedsWorkload {
+		s.Workload = "none (the policy reads no workload)"
+	}
+	var figs []SeedFigures
+	var curves [][]Point
+	for _, o := range outs {
+		if o.err != nil {
+			return nil, o.err
+		}
+		figs = append(figs, o.fig)
+		curves = append(curves, o.curve)
+	}
+	sort.Slice(figs, func(a, b int) bool { return figs[a].Seed < figs[b].Seed })
+	Summarize(s, figs, curves)
+	return s, WriteSummary(dir, s)
+}
