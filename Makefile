@@ -10,7 +10,7 @@ BENCHTIME ?= 1s
 # go-nvml's cgo bindings name deprecated NVML calls; the warnings are theirs.
 export CGO_CFLAGS ?= -O2 -g -Wno-deprecated-declarations
 
-.PHONY: help build test unit e2e demo throughput verify fmt lint bench fuzz clean
+.PHONY: help build test unit e2e demo throughput verify fmt lint bench fuzz clean manifests
 
 help: ## list the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
@@ -35,12 +35,25 @@ throughput: ## schedule 2,000 GPU pods on 1,000 nodes through kube-scheduler wit
 demo: ## bring a local GPU-sharing cluster up, run a sample training workload, print where it went; stays up until Ctrl-C
 	cd test && $(GO) run ./cmd/gpupack-demo
 
-verify: ## check gofmt, go vet and go mod tidy
+# helm, pinned by test/tools/helm and built into the cache on first use.
+HELM     := test/tools/helm/helm.sh
+CHART    := deploy/chart/gpupack
+MANIFEST := deploy/manifests/gpupack.yaml
+render-manifests = { echo '\# Generated from $(CHART) with deploy/manifests/values.yaml by make manifests: edit the chart, not this file.'; \
+	$(HELM) template gpupack $(CHART) --namespace kube-system -f deploy/manifests/values.yaml; }
+
+manifests: ## render the static manifests (deploy/manifests/gpupack.yaml) from the Helm chart
+	@$(render-manifests) > $(MANIFEST)
+
+verify: ## check gofmt, go vet, go mod tidy, helm lint and that the static manifests are what the chart renders
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(PKGS)
 	$(GO) mod tidy -diff
 	cd test && $(GO) vet ./... && $(GO) mod tidy -diff
 	cd test/tools/etcd && $(GO) mod tidy -diff
+	cd test/tools/helm && $(GO) mod tidy -diff
+	$(HELM) lint --strict $(CHART)
+	@$(render-manifests) | diff -u $(MANIFEST) - || { echo "$(MANIFEST) is not what the chart renders: run make manifests"; exit 1; }
 	@# the extender stays pure Go: it must build without cgo (no go-nvml)
 	CGO_ENABLED=0 $(GO) build ./contract/... ./extender/... ./cmd/gpupack-extender
 
