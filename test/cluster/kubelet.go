@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -45,6 +46,7 @@ type kubelet struct {
 	pluginDir, procRoot string
 	podResourcesSocket  string
 	train, state        string
+	logDir              string // the simulated jobs' output, one file per container
 	log                 klog.Logger
 	ctx                 context.Context
 
@@ -306,8 +308,18 @@ func (k *kubelet) admit(pod *corev1.Pod) {
 		return
 	}
 	var wg sync.WaitGroup
-	failed := false
+	var failures []string
 	var fmu sync.Mutex
+	fail := func(container string, err error, logPath string) {
+		msg := fmt.Sprintf("container %s: %v", container, err)
+		if tail := lastLines(logPath, 3); tail != "" {
+			msg += ": " + tail
+		}
+		log.Info("Simulated job failed", "container", container, "err", err, "log", logPath)
+		fmu.Lock()
+		failures = append(failures, msg)
+		fmu.Unlock()
+	}
 	for _, c := range pod.Spec.Containers {
 		env, ok := envs[c.Name]
 		if !ok {
@@ -318,9 +330,17 @@ func (k *kubelet) admit(pod *corev1.Pod) {
 		for key, v := range env {
 			cmd.Env = append(cmd.Env, key+"="+v)
 		}
+		// The job's output is kept, as a runtime keeps container logs.
+		logPath := filepath.Join(k.logDir, pod.Namespace+"_"+pod.Name+"_"+c.Name+".log")
+		out, err := os.Create(logPath)
+		if err != nil {
+			fail(c.Name, err, "")
+			continue
+		}
+		cmd.Stdout, cmd.Stderr = out, out
 		if err := cmd.Start(); err != nil {
-			log.Error(err, "Starting the simulated job", "container", c.Name)
-			failed = true
+			out.Close()
+			fail(c.Name, err, "")
 			continue
 		}
 		k.writeCgroup(cmd.Process.Pid, pod, c.Name)
@@ -332,10 +352,10 @@ func (k *kubelet) admit(pod *corev1.Pod) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := cmd.Wait(); err != nil {
-				fmu.Lock()
-				failed = true
-				fmu.Unlock()
+			err := cmd.Wait()
+			out.Close()
+			if err != nil {
+				fail(c.Name, err, logPath)
 			}
 			_ = os.RemoveAll(filepath.Join(k.procRoot, strconv.Itoa(cmd.Process.Pid)))
 		}()
@@ -352,11 +372,11 @@ func (k *kubelet) admit(pod *corev1.Pod) {
 		if stopped {
 			return
 		}
-		phase := corev1.PodSucceeded
-		if failed {
-			phase = corev1.PodFailed
+		phase, reason, message := corev1.PodSucceeded, "", ""
+		if len(failures) > 0 {
+			phase, reason, message = corev1.PodFailed, "Error", strings.Join(failures, "; ")
 		}
-		k.finish(pod, phase, "", "")
+		k.finish(pod, phase, reason, message)
 		k.release(pod.UID)
 	}()
 }
@@ -532,3 +552,19 @@ func (s *podResourcesServer) List(context.Context, *podresourcesapi.ListPodResou
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// lastLines is the end of a job's log, its last n lines joined by " | ".
+func lastLines(path string, n int) string {
+	if path == "" {
+		return ""
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return ""
+	}
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, " | ")
+}

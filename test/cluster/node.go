@@ -77,6 +77,11 @@ func startNode(ctx context.Context, rc clientFactory, b Binaries, dir string, sp
 		node: spec.Name, client: client, log: log.WithName("kubelet"),
 		pluginDir: filepath.Join(nodeDir, "dp"), procRoot: filepath.Join(nodeDir, "proc"),
 		podResourcesSocket: filepath.Join(nodeDir, "pr.sock"), train: b.Train, state: store.Path(),
+		logDir: filepath.Join(nodeDir, "logs"),
+	}
+	if err := os.MkdirAll(n.kubelet.logDir, 0o755); err != nil {
+		cancel()
+		return nil, err
 	}
 	factory := informers.NewSharedInformerFactoryWithOptions(client, 0, informers.WithTweakListOptions(func(o *metav1.ListOptions) {
 		o.FieldSelector = fields.OneTermEqualSelector("spec.nodeName", spec.Name).String()
