@@ -499,14 +499,16 @@ func (k *kubelet) release(uid types.UID) {
 func (k *kubelet) stopPod(uid types.UID) {
 	k.mu.Lock()
 	rp := k.pods[uid]
+	var procs []*exec.Cmd
 	if rp != nil {
 		rp.stopped = true
+		procs = rp.procs
 	}
 	k.mu.Unlock()
 	if rp == nil {
 		return
 	}
-	for _, cmd := range rp.procs {
+	for _, cmd := range procs {
 		if cmd.Process != nil {
 			_ = cmd.Process.Kill()
 		}
