@@ -23,6 +23,18 @@ const (
 	Trace WorkloadSource = "trace"
 )
 
+// TieBreak says which of the nodes with the best score gets the pod.
+type TieBreak string
+
+const (
+	// TieFirst: the first in the node list's order. This is what reproduces
+	// the published figures (the default).
+	TieFirst TieBreak = "first"
+	// TieRandom: one drawn uniformly at random (a generator seeded by the
+	// seed), as kube-scheduler chooses between its best nodes.
+	TieRandom TieBreak = "random"
+)
+
 // Config is one replay: a cluster, a workload, a policy, a seed.
 type Config struct {
 	Nodes    []Node
@@ -32,6 +44,8 @@ type Config struct {
 	Workload WorkloadSource
 	// Coverage is the share of pods whose shapes the workload keeps (0.95).
 	Coverage float64
+	// Ties breaks ties between the best nodes (TieFirst if empty).
+	Ties TieBreak
 	// Cold re-evaluates every node for every pod; otherwise a node whose
 	// state did not change since a pod of the same request was evaluated
 	// (under the same workload estimate) keeps its result, as the
@@ -77,12 +91,18 @@ func requestKey(p *Pod) string {
 
 // Replay schedules the pods one at a time in the published order: every
 // node is rated with policy.Place (the extender's filter, card choice and
-// score), the best raw score wins, and ties go to a node drawn uniformly
-// at random, as kube-scheduler breaks ties between its best nodes. No pod
+// score), the best raw score wins, and cfg.Ties breaks ties. No pod
 // departs; a pod that fits nowhere fails and is skipped.
 func Replay(cfg Config) (*Result, error) {
 	if cfg.Policy == nil {
 		return nil, fmt.Errorf("no policy")
+	}
+	switch cfg.Ties {
+	case "":
+		cfg.Ties = TieFirst
+	case TieFirst, TieRandom:
+	default:
+		return nil, fmt.Errorf("unknown tie-break %q: want %s or %s", cfg.Ties, TieFirst, TieRandom)
 	}
 	start := time.Now()
 	capacity := Capacity(cfg.Nodes)
@@ -167,7 +187,7 @@ func Replay(cfg Config) (*Result, error) {
 				best, bestScore, count = i, r.d.Score, 1
 			case r.d.Score == bestScore:
 				count++
-				if ties.Intn(count) == 0 {
+				if cfg.Ties == TieRandom && ties.Intn(count) == 0 {
 					best = i
 				}
 			}

@@ -78,6 +78,7 @@ type Summary struct {
 	Workload string        `json:"workload"`
 	Coverage float64       `json:"coverage"`
 	Cold     bool          `json:"cold"`
+	Ties     string        `json:"ties"`
 	Capacity int64         `json:"capacity_milli"`
 	Seeds    []SeedFigures `json:"seeds"`
 	Mean     Figures       `json:"mean"`

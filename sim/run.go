@@ -23,6 +23,7 @@ type Options struct {
 	Workload            WorkloadSource
 	Coverage            float64
 	Cold                bool
+	Ties                TieBreak
 	// Parallel is how many seeds replay at once (each on one goroutine).
 	Parallel int
 	Out      string
@@ -139,7 +140,7 @@ func runPolicy(opts Options, nodes []Node, pods []Pod, p *policy.Policy, name, d
 	for range min(opts.Parallel, len(opts.Seeds)) {
 		wg.Go(func() {
 			for i := range next {
-				cfg := Config{Nodes: nodes, Pods: pods, Policy: p, Seed: opts.Seeds[i], Workload: opts.Workload, Coverage: opts.Coverage, Cold: opts.Cold}
+				cfg := Config{Nodes: nodes, Pods: pods, Policy: p, Seed: opts.Seeds[i], Workload: opts.Workload, Coverage: opts.Coverage, Cold: opts.Cold, Ties: opts.Ties}
 				r, err := Replay(cfg)
 				if err == nil {
 					err = WritePlacementsFile(dir, &cfg, r)
@@ -163,7 +164,7 @@ func runPolicy(opts Options, nodes []Node, pods []Pod, p *policy.Policy, name, d
 	}
 	close(next)
 	wg.Wait()
-	s := &Summary{Protocol: ProtocolText, Nodes: opts.NodesFile, Pods: opts.PodsFile, Policy: name, Workload: string(opts.Workload), Coverage: opts.Coverage, Cold: opts.Cold, Capacity: Capacity(nodes)}
+	s := &Summary{Protocol: ProtocolText, Nodes: opts.NodesFile, Pods: opts.PodsFile, Policy: name, Workload: string(opts.Workload), Coverage: opts.Coverage, Cold: opts.Cold, Ties: string(opts.Ties), Capacity: Capacity(nodes)}
 	if !p.NeedsWorkload {
 		s.Workload = "none (the policy reads no workload)"
 	}

@@ -21,7 +21,7 @@ func main() {
 
 func newCommand() *cobra.Command {
 	var opts sim.Options
-	var pols, seeds, workload string
+	var pols, seeds, workload, ties string
 	cmd := &cobra.Command{
 		Use:   "gpupack-sim --nodes FILE --pods FILE [--policy NAME[,NAME...]] [--seeds 42-51] --out DIR",
 		Short: "replay the openb GPU-sharing trace through gpupack's placement policies",
@@ -40,8 +40,11 @@ Protocol, for each seed:
      asked for (sum of num_gpu x gpu_milli) past 130% of capacity.
   4. One pod at a time, no departures, no preemption: every node is rated by
      the policy (CPU, memory, gpu_spec and card room are checked), the best
-     score wins, ties go to a node drawn at random (kube-scheduler's rule,
-     with a generator seeded by the seed); a pod that fits nowhere fails.
+     score wins; ties go to the first of the best nodes in the node list's
+     order (--ties first, which reproduces the published figures) or to one
+     drawn at random (--ties random, kube-scheduler's rule between its best
+     nodes, with a generator seeded by the seed); a pod that fits nowhere
+     fails.
 
 Metric: "arrived" is the GPU asked for by the pods submitted so far, as % of
 capacity; "allocation" is the GPU placed, as % of capacity. The figure of
@@ -88,6 +91,12 @@ as the published FGD runs did).`,
 			default:
 				return fmt.Errorf("--workload %q: want %s or %s", workload, sim.Seen, sim.Trace)
 			}
+			switch sim.TieBreak(ties) {
+			case sim.TieFirst, sim.TieRandom:
+				opts.Ties = sim.TieBreak(ties)
+			default:
+				return fmt.Errorf("--ties %q: want %s or %s", ties, sim.TieFirst, sim.TieRandom)
+			}
 			if opts.Coverage <= 0 || opts.Coverage > 1 {
 				return fmt.Errorf("--coverage %v: want a fraction in (0, 1]", opts.Coverage)
 			}
@@ -110,6 +119,7 @@ as the published FGD runs did).`,
 	f.StringVar(&seeds, "seeds", "42-51", "seeds: a range (42-51) or a list (42,45)")
 	f.StringVar(&opts.Out, "out", "", "output folder (created)")
 	f.StringVar(&workload, "workload", string(sim.Seen), "what fragmentation is measured against: seen (pods arrived so far) or trace (the whole file)")
+	f.StringVar(&ties, "ties", string(sim.TieFirst), "which of the best-scored nodes gets a pod: first (in the node list's order; reproduces the published figures) or random (kube-scheduler's rule)")
 	f.Float64Var(&opts.Coverage, "coverage", 0.95, "share of pods whose shapes the workload estimate keeps")
 	f.BoolVar(&opts.Cold, "cold", false, "rate every node for every pod (no reuse of unchanged nodes' results): the decision time of a cold cache")
 	f.IntVar(&opts.Parallel, "parallel", 0, "seeds replayed at once (0: one per CPU)")

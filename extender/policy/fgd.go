@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"math"
 	"sort"
 	"strings"
 
@@ -196,10 +197,10 @@ func fragmentation(n *Node, w *Workload, pos int, extra int64) float64 {
 		}
 		f += s.Weight * float64(frag)
 	}
+	// A pod without GPU can use none of the idle GPU, whether its CPU fits
+	// or not (the paper's XL and XR cases).
 	for _, si := range w.noGPU {
-		if s := &w.Shapes[si]; cpuShort(s) {
-			f += s.Weight * float64(idle)
-		}
+		f += w.Shapes[si].Weight * float64(idle)
 	}
 	for _, si := range w.other {
 		f += w.Shapes[si].Weight * float64(shapeFragment(n, &w.Shapes[si], pos, extra))
@@ -220,9 +221,6 @@ func shapeFragment(n *Node, s *WeightedShape, pos int, extra int64) int64 {
 		used := usedWith(c, i, pos, extra)
 		free := max(c.Total-used, 0)
 		idle += free
-		if s.Cards == 0 {
-			continue
-		}
 		need := s.Share
 		if need == 0 { // whole card
 			need = c.Total
@@ -233,7 +231,7 @@ func shapeFragment(n *Node, s *WeightedShape, pos int, extra int64) int64 {
 			frag += free
 		}
 	}
-	if (n.Resources && n.CPUFree < s.CPUMilli) || fit < s.Cards {
+	if s.Cards == 0 || (n.Resources && n.CPUFree < s.CPUMilli) || fit < s.Cards {
 		return idle
 	}
 	return frag
@@ -243,15 +241,45 @@ func init() {
 	register(&Policy{
 		Name:          FGD,
 		NeedsWorkload: true,
-		// The card whose use leaves the node least fragmented.
+		// The card whose use leaves the node's score highest: the growth of
+		// fragmentation on the same 0..100 scale as the node score.
 		CardCost: func(n *Node, i int, share int64, w *Workload) float64 {
-			return fragmentation(n, w, i, share)
+			return -fgdScore(Fragmentation(n, w)-fragmentation(n, w, i, share), cardSize(n))
 		},
-		// Minus the growth of the node's fragmentation: FGD's gradient step.
+		// FGD's gradient step as the paper's scheduler scores it: the fall
+		// of the node's fragmentation, in cards, through a sigmoid onto
+		// 0..100, truncated to a whole score (so that nodes within a few
+		// hundredths of a card tie, and ties go to a node at random).
 		NodeScore: func(before, after *Node, w *Workload) float64 {
-			return Fragmentation(before, w) - Fragmentation(after, w)
+			return fgdScore(Fragmentation(before, w)-Fragmentation(after, w), cardSize(before))
 		},
 	})
+}
+
+// fgdScore maps a fall of fragmentation (in units, of cards of size unit)
+// to the paper's whole score: floor(100 * sigmoid(fall / unit)).
+func fgdScore(fall float64, unit int64) float64 {
+	if unit <= 0 {
+		unit = 1
+	}
+	return math.Floor(100 / (1 + math.Exp(-fall/float64(unit))))
+}
+
+// cardSize is the mean size of the node's healthy cards (1 if none): what
+// a "card" of fragmentation is on this node.
+func cardSize(n *Node) int64 {
+	var total int64
+	cards := 0
+	for i := range n.Cards {
+		if n.Cards[i].Healthy {
+			total += n.Cards[i].Total
+			cards++
+		}
+	}
+	if cards == 0 || total < int64(cards) {
+		return 1
+	}
+	return total / int64(cards)
 }
 
 // usedWith is what card c (at position i) holds once extra units are added

@@ -236,7 +236,8 @@ func TestFragmentation(t *testing.T) {
 	}
 
 	t.Run("fgd puts a half share where fragmentation falls", func(t *testing.T) {
-		// On card 0: 250 -> 0 (score +250). On card 1: 250 -> 500 (score -250).
+		// On card 0: 250 -> 0 (fall +250). On card 1: 250 -> 500 (fall -250).
+		// Score: floor(100 * sigmoid(250/1000)) = floor(56.22) = 56.
 		p, _ := Get(FGD)
 		d, u := Place(node(500, 0), &Request{Containers: []contract.ContainerRequest{{Name: "c", Mem: 500}}}, p, w)
 		if u != nil {
@@ -245,8 +246,8 @@ func TestFragmentation(t *testing.T) {
 		if diff := cmp.Diff(contract.Allocation{0: {0: 500}}, d.Allocation()); diff != "" {
 			t.Errorf("allocation (-want +got):\n%s", diff)
 		}
-		if d.Score != 250 {
-			t.Errorf("score = %v, want 250", d.Score)
+		if d.Score != 56 {
+			t.Errorf("score = %v, want 56", d.Score)
 		}
 	})
 }
@@ -282,13 +283,13 @@ func TestNormalize(t *testing.T) {
 }
 
 func TestGet(t *testing.T) {
-	for _, n := range []Name{"", "default", Binpack, Spread, FGD} {
+	for _, n := range []Name{"", "default", Binpack, Spread, FGD, Random, BestFit, Packing} {
 		if _, err := Get(n); err != nil {
 			t.Errorf("Get(%q): %v", n, err)
 		}
 	}
 	_, err := Get("tetris")
-	if err == nil || !strings.Contains(err.Error(), "binpack, fgd, spread") {
+	if err == nil || !strings.Contains(err.Error(), "bestfit, binpack, fgd, packing, random, spread") {
 		t.Errorf("Get(tetris) = %v, want an error listing the policies", err)
 	}
 }
