@@ -17,7 +17,7 @@ help: ## list the targets
 
 build: ## build the binaries into bin/ (the extender without cgo; the node side needs it for go-nvml)
 	@mkdir -p $(BIN)
-	CGO_ENABLED=0 $(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/gpupack-extender
+	CGO_ENABLED=0 $(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/gpupack-extender ./cmd/kubectl-inspect-gpushare
 	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/gpupack-device-plugin ./cmd/gpupack-train
 
 test: unit e2e ## run every test: unit tests, then the end-to-end tests on a local cluster
@@ -54,8 +54,8 @@ verify: ## check gofmt, go vet, go mod tidy, helm lint and that the static manif
 	cd test/tools/helm && $(GO) mod tidy -diff
 	$(HELM) lint --strict $(CHART)
 	@$(render-manifests) | diff -u $(MANIFEST) - || { echo "$(MANIFEST) is not what the chart renders: run make manifests"; exit 1; }
-	@# the extender stays pure Go: it must build without cgo (no go-nvml)
-	CGO_ENABLED=0 $(GO) build ./contract/... ./extender/... ./cmd/gpupack-extender
+	@# the extender and the kubectl plugin stay pure Go: they must build without cgo (no go-nvml)
+	CGO_ENABLED=0 $(GO) build ./contract/... ./extender/... ./cmd/gpupack-extender ./inspect/... ./cmd/kubectl-inspect-gpushare
 
 fmt: ## format the code
 	gofmt -w $$(git ls-files '*.go')
