@@ -45,6 +45,7 @@ func WriteSummary(w io.Writer, c *Cluster) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
+	fmt.Fprintln(w, strings.Repeat("-", 80))
 	return writeClusterTotal(w, c)
 }
 
@@ -100,7 +101,6 @@ func WriteDetails(w io.Writer, c *Cluster) error {
 
 func writeClusterTotal(w io.Writer, c *Cluster) error {
 	a, t := c.Totals()
-	fmt.Fprintln(w, strings.Repeat("-", 80))
 	_, err := fmt.Fprintf(w, "Allocated/Total GPU Memory In Cluster:\n%d/%d (%s)\n", a, t, percent(a, t))
 	return err
 }

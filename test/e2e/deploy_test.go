@@ -67,9 +67,9 @@ func runHelm(t *testing.T, args ...string) []byte {
 	return out
 }
 
-// render renders the chart as `helm install` would against the local
+// renderChart renders the chart as `helm install` would against the local
 // cluster: its namespace and its Kubernetes version.
-func render(t *testing.T, namespace string, set ...string) []*unstructured.Unstructured {
+func renderChart(t *testing.T, namespace string, set ...string) []*unstructured.Unstructured {
 	t.Helper()
 	v, err := client.Discovery().ServerVersion()
 	if err != nil {
@@ -79,11 +79,11 @@ func render(t *testing.T, namespace string, set ...string) []*unstructured.Unstr
 	for _, s := range set {
 		args = append(args, "--set", s)
 	}
-	return decodeObjects(t, runHelm(t, args...))
+	return decodeManifests(t, runHelm(t, args...))
 }
 
-// decodeObjects splits YAML documents into objects (empty ones skipped).
-func decodeObjects(t *testing.T, data []byte) []*unstructured.Unstructured {
+// decodeManifests splits YAML documents into objects (empty ones skipped).
+func decodeManifests(t *testing.T, data []byte) []*unstructured.Unstructured {
 	t.Helper()
 	r := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(data)))
 	var out []*unstructured.Unstructured
@@ -105,38 +105,38 @@ func decodeObjects(t *testing.T, data []byte) []*unstructured.Unstructured {
 	}
 }
 
-// warnings collects the API server's warnings (deprecated APIs, dropped
+// apiWarnings collects the API server's apiWarnings (deprecated APIs, dropped
 // fields): the manifests must draw none.
-type warnings struct {
+type apiWarnings struct {
 	mu   sync.Mutex
 	msgs []string
 }
 
-func (w *warnings) HandleWarningHeader(_ int, _ string, text string) {
+func (w *apiWarnings) HandleWarningHeader(_ int, _ string, text string) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.msgs = append(w.msgs, text)
 }
 
-// apply applies objects with server-side apply and strict field
+// applyObjects applies objects with server-side apply and strict field
 // validation, as a dry run (nothing is stored) unless dryRun is false. It
 // fails the test on any error or warning.
-func apply(t *testing.T, objs []*unstructured.Unstructured, dryRun bool) {
+func applyObjects(t *testing.T, objs []*unstructured.Unstructured, dryRun bool) {
 	t.Helper()
 	for _, err := range applyErrors(t, objs, dryRun) {
 		t.Error(err)
 	}
 }
 
-// applyErrors applies objects as apply does and returns the API server's
-// errors and warnings.
+// applyErrors applies objects as applyObjects does and returns the API server's
+// errors and apiWarnings.
 func applyErrors(t *testing.T, objs []*unstructured.Unstructured, dryRun bool) []error {
 	t.Helper()
 	rc, err := clientcmd.BuildConfigFromFlags("", local.Kubeconfig)
 	if err != nil {
 		t.Fatal(err)
 	}
-	w := &warnings{}
+	w := &apiWarnings{}
 	rc.WarningHandler = w
 	dyn, err := dynamic.NewForConfig(rc)
 	if err != nil {
@@ -181,7 +181,7 @@ func applyErrors(t *testing.T, objs []*unstructured.Unstructured, dryRun bool) [
 	return errs
 }
 
-func find(objs []*unstructured.Unstructured, kind, name string) *unstructured.Unstructured {
+func findObject(objs []*unstructured.Unstructured, kind, name string) *unstructured.Unstructured {
 	for _, o := range objs {
 		if o.GetKind() == kind && (name == "" || o.GetName() == name) {
 			return o
@@ -190,17 +190,17 @@ func find(objs []*unstructured.Unstructured, kind, name string) *unstructured.Un
 	return nil
 }
 
-func mustFind(t *testing.T, objs []*unstructured.Unstructured, kind, name string) *unstructured.Unstructured {
+func mustFindObject(t *testing.T, objs []*unstructured.Unstructured, kind, name string) *unstructured.Unstructured {
 	t.Helper()
-	o := find(objs, kind, name)
+	o := findObject(objs, kind, name)
 	if o == nil {
 		t.Fatalf("no %s %s rendered", kind, name)
 	}
 	return o
 }
 
-// container returns a container of a workload's pod template.
-func container(t *testing.T, o *unstructured.Unstructured, name string) corev1.Container {
+// templateContainer returns a container of a workload's pod template.
+func templateContainer(t *testing.T, o *unstructured.Unstructured, name string) corev1.Container {
 	t.Helper()
 	list, _, err := unstructured.NestedSlice(o.Object, "spec", "template", "spec", "containers")
 	if err != nil {
@@ -219,8 +219,8 @@ func container(t *testing.T, o *unstructured.Unstructured, name string) corev1.C
 	return corev1.Container{}
 }
 
-// flagValue is the value of --name=value in args ("" and false if absent).
-func flagValue(args []string, name string) (string, bool) {
+// argValue is the value of --name=value in args ("" and false if absent).
+func argValue(args []string, name string) (string, bool) {
 	for _, a := range args {
 		if v, ok := strings.CutPrefix(a, "--"+name+"="); ok {
 			return v, true
@@ -229,13 +229,13 @@ func flagValue(args []string, name string) (string, bool) {
 	return "", false
 }
 
-// checkConfigs decodes what the chart gives kube-scheduler and the
+// checkChartConfigs decodes what the chart gives kube-scheduler and the
 // extender with their own code (kube-scheduler's strict scheme and
 // validation, the extender's config package) and checks that the two
 // agree with each other and with the device plugin.
-func checkConfigs(t *testing.T, objs []*unstructured.Unstructured, schedulerName string) *config.Config {
+func checkChartConfigs(t *testing.T, objs []*unstructured.Unstructured, schedulerName string) *config.Config {
 	t.Helper()
-	cm := mustFind(t, objs, "ConfigMap", schedulerName+"-config")
+	cm := mustFindObject(t, objs, "ConfigMap", schedulerName+"-config")
 	data, _, _ := unstructured.NestedStringMap(cm.Object, "data")
 
 	obj, _, err := schedscheme.Codecs.UniversalDecoder().Decode([]byte(data["scheduler.yaml"]), nil, nil)
@@ -282,11 +282,11 @@ func checkConfigs(t *testing.T, objs []*unstructured.Unstructured, schedulerName
 		t.Errorf("kube-scheduler calls %s, the extender listens at %s", ext.URLPrefix, want)
 	}
 	// Nothing exposes the extender outside its pod.
-	if svc := find(objs, "Service", ""); svc != nil {
+	if svc := findObject(objs, "Service", ""); svc != nil {
 		t.Errorf("Service %s rendered: the extender must stay on loopback", svc.GetName())
 	}
-	if ds := find(objs, "DaemonSet", "gpupack-device-plugin"); ds != nil {
-		unit, _ := flagValue(container(t, ds, "device-plugin").Args, "memory-unit")
+	if ds := findObject(objs, "DaemonSet", "gpupack-device-plugin"); ds != nil {
+		unit, _ := argValue(templateContainer(t, ds, "device-plugin").Args, "memory-unit")
 		if unit != ec.MemoryUnit {
 			t.Errorf("device plugin --memory-unit=%s, extender memoryUnit %s: they must match", unit, ec.MemoryUnit)
 		}
@@ -308,9 +308,9 @@ func TestDeployChart(t *testing.T) {
 	}{{
 		name: "defaults", namespace: "kube-system",
 		check: func(t *testing.T, objs []*unstructured.Unstructured) {
-			checkConfigs(t, objs, "gpupack-scheduler")
-			dep := mustFind(t, objs, "Deployment", "gpupack-scheduler")
-			sched := container(t, dep, "kube-scheduler")
+			checkChartConfigs(t, objs, "gpupack-scheduler")
+			dep := mustFindObject(t, objs, "Deployment", "gpupack-scheduler")
+			sched := templateContainer(t, dep, "kube-scheduler")
 			// The cluster's own version (build metadata cut).
 			if want := "registry.k8s.io/kube-scheduler:" + regexp.MustCompile(`^v\d+\.\d+\.\d+`).FindString(v.GitVersion); sched.Image != want {
 				t.Errorf("kube-scheduler image %s, want %s", sched.Image, want)
@@ -318,8 +318,8 @@ func TestDeployChart(t *testing.T) {
 			if r, _, _ := unstructured.NestedFieldNoCopy(dep.Object, "spec", "replicas"); fmt.Sprint(r) != "2" {
 				t.Errorf("replicas %v, want 2 (leader election)", r)
 			}
-			mustFind(t, objs, "Secret", "gpupack-scheduler-signing-key")
-			ds := mustFind(t, objs, "DaemonSet", "gpupack-device-plugin")
+			mustFindObject(t, objs, "Secret", "gpupack-scheduler-signing-key")
+			ds := mustFindObject(t, objs, "DaemonSet", "gpupack-device-plugin")
 			spec, _, _ := unstructured.NestedMap(ds.Object, "spec", "template", "spec")
 			if spec["priorityClassName"] != "system-node-critical" {
 				t.Errorf("device plugin priority %v", spec["priorityClassName"])
@@ -327,7 +327,7 @@ func TestDeployChart(t *testing.T) {
 			if sel, _, _ := unstructured.NestedStringMap(spec, "nodeSelector"); sel["gpushare"] != "true" {
 				t.Errorf("device plugin nodeSelector %v, want gpushare=true", sel)
 			}
-			dp := container(t, ds, "device-plugin")
+			dp := templateContainer(t, ds, "device-plugin")
 			if sc := dp.SecurityContext; sc == nil || sc.Capabilities == nil || !slices.Equal(sc.Capabilities.Drop, []corev1.Capability{"ALL"}) || len(sc.Capabilities.Add) != 0 {
 				t.Errorf("device plugin capabilities %+v, want every one dropped", sc)
 			}
@@ -353,29 +353,29 @@ func TestDeployChart(t *testing.T) {
 			"scheduler.image.tag=v1.36.0",
 		},
 		check: func(t *testing.T, objs []*unstructured.Unstructured) {
-			ec := checkConfigs(t, objs, "gpupack-scheduler")
+			ec := checkChartConfigs(t, objs, "gpupack-scheduler")
 			if ec.MemoryUnit != "MiB" || ec.Policy != "fgd" {
 				t.Errorf("extender config %+v", ec)
 			}
-			if find(objs, "Secret", "") != nil {
+			if findObject(objs, "Secret", "") != nil {
 				t.Errorf("a Secret rendered although existingSecret is set")
 			}
-			ds := mustFind(t, objs, "DaemonSet", "gpupack-device-plugin")
-			args := container(t, ds, "device-plugin").Args
+			ds := mustFindObject(t, objs, "DaemonSet", "gpupack-device-plugin")
+			args := templateContainer(t, ds, "device-plugin").Args
 			for flag, want := range map[string]string{
 				"evict-over-share-after": "10m", "ignored-xids": "13,31,43", "memory-unit": "MiB",
 				"pod-resources-socket": "", "device-plugin-dir": "/var/lib/k0s/kubelet/device-plugins",
 			} {
-				if got, ok := flagValue(args, flag); !ok || got != want {
+				if got, ok := argValue(args, flag); !ok || got != want {
 					t.Errorf("--%s=%q (set %v), want %q", flag, got, ok, want)
 				}
 			}
 			if !slices.Contains(args, "--cgpu-disable") {
 				t.Errorf("args %v lack --cgpu-disable", args)
 			}
-			cr := mustFind(t, objs, "ClusterRole", "gpupack-device-plugin")
-			if !strings.Contains(mustJSON(t, cr), "pods/eviction") {
-				t.Errorf("eviction on but the device plugin may not evict: %s", mustJSON(t, cr))
+			cr := mustFindObject(t, objs, "ClusterRole", "gpupack-device-plugin")
+			if !strings.Contains(objectJSON(t, cr), "pods/eviction") {
+				t.Errorf("eviction on but the device plugin may not evict: %s", objectJSON(t, cr))
 			}
 		},
 	}, {
@@ -386,12 +386,12 @@ func TestDeployChart(t *testing.T) {
 			"extender.port=40000", "devicePlugin.metricsPort=0", "devicePlugin.capabilities={SYS_ADMIN}",
 		},
 		check: func(t *testing.T, objs []*unstructured.Unstructured) {
-			checkConfigs(t, objs, "gpu-sched")
-			if find(objs, "Secret", "") != nil {
+			checkChartConfigs(t, objs, "gpu-sched")
+			if findObject(objs, "Secret", "") != nil {
 				t.Errorf("a Secret rendered with signingKey.create=false")
 			}
-			ds := mustFind(t, objs, "DaemonSet", "gpupack-device-plugin")
-			dp := container(t, ds, "device-plugin")
+			ds := mustFindObject(t, objs, "DaemonSet", "gpupack-device-plugin")
+			dp := templateContainer(t, ds, "device-plugin")
 			if len(dp.Ports) != 0 || dp.LivenessProbe != nil {
 				t.Errorf("metrics off but ports %v, probe %v", dp.Ports, dp.LivenessProbe)
 			}
@@ -412,7 +412,7 @@ func TestDeployChart(t *testing.T) {
 	}}
 	// The dry run has teeth: a field the API does not know is refused.
 	t.Run("unknown-field-refused", func(t *testing.T) {
-		ds := mustFind(t, render(t, "kube-system"), "DaemonSet", "gpupack-device-plugin").DeepCopy()
+		ds := mustFindObject(t, renderChart(t, "kube-system"), "DaemonSet", "gpupack-device-plugin").DeepCopy()
 		if err := unstructured.SetNestedField(ds.Object, "x", "spec", "template", "spec", "hostPID_typo"); err != nil {
 			t.Fatal(err)
 		}
@@ -424,16 +424,16 @@ func TestDeployChart(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			if tc.namespace != "kube-system" {
-				ensureNamespace(t, tc.namespace)
+				createNamespaceOnce(t, tc.namespace)
 			}
-			objs := render(t, tc.namespace, tc.set...)
+			objs := renderChart(t, tc.namespace, tc.set...)
 			tc.check(t, objs)
-			apply(t, objs, true)
+			applyObjects(t, objs, true)
 		})
 	}
 }
 
-func mustJSON(t *testing.T, o *unstructured.Unstructured) string {
+func objectJSON(t *testing.T, o *unstructured.Unstructured) string {
 	t.Helper()
 	b, err := json.Marshal(o)
 	if err != nil {
@@ -442,7 +442,7 @@ func mustJSON(t *testing.T, o *unstructured.Unstructured) string {
 	return string(b)
 }
 
-func ensureNamespace(t *testing.T, name string) {
+func createNamespaceOnce(t *testing.T, name string) {
 	t.Helper()
 	_, err := client.CoreV1().Namespaces().Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{})
 	if err != nil && !strings.Contains(err.Error(), "already exists") {
@@ -467,13 +467,13 @@ func TestDeployStaticManifests(t *testing.T) {
 	if !bytes.Equal(body, want) {
 		t.Fatalf("%s is not what the chart renders: run make manifests", staticManifest)
 	}
-	objs := decodeObjects(t, file)
-	checkConfigs(t, objs, "gpupack-scheduler")
-	sched := container(t, mustFind(t, objs, "Deployment", "gpupack-scheduler"), "kube-scheduler")
+	objs := decodeManifests(t, file)
+	checkChartConfigs(t, objs, "gpupack-scheduler")
+	sched := templateContainer(t, mustFindObject(t, objs, "Deployment", "gpupack-scheduler"), "kube-scheduler")
 	if want := "registry.k8s.io/kube-scheduler:" + cluster.KubernetesVersion; sched.Image != want {
 		t.Errorf("static kube-scheduler image %s, want %s (the version the tests run)", sched.Image, want)
 	}
-	apply(t, objs, true)
+	applyObjects(t, objs, true)
 }
 
 // TestDeployRBAC installs the chart's service accounts and RBAC for real,
@@ -482,15 +482,15 @@ func TestDeployStaticManifests(t *testing.T) {
 // under its account's token until its informers have synced.
 func TestDeployRBAC(t *testing.T) {
 	const ns, sched = "gpupack-rbac", "rbac-sched"
-	ensureNamespace(t, ns)
+	createNamespaceOnce(t, ns)
 	var rbac []*unstructured.Unstructured
-	for _, o := range render(t, ns, "scheduler.name="+sched, "devicePlugin.evictOverShareAfter=10m") {
+	for _, o := range renderChart(t, ns, "scheduler.name="+sched, "devicePlugin.evictOverShareAfter=10m") {
 		if o.GetKind() == "ServiceAccount" || strings.HasPrefix(o.GetAPIVersion(), "rbac.authorization.k8s.io/") {
 			rbac = append(rbac, o)
 		}
 	}
-	apply(t, rbac, false)
-	t.Cleanup(func() { deleteObjects(t, rbac) })
+	applyObjects(t, rbac, false)
+	t.Cleanup(func() { deleteAppliedObjects(t, rbac) })
 
 	type call struct {
 		verb, group, resource, sub, ns, name string
@@ -632,9 +632,9 @@ func runExtenderAs(t *testing.T, ns, sa string) {
 	}
 }
 
-// deleteObjects deletes what apply stored (the namespace stays: no
+// deleteAppliedObjects deletes what applyObjects stored (the namespace stays: no
 // controller-manager runs to empty it).
-func deleteObjects(t *testing.T, objs []*unstructured.Unstructured) {
+func deleteAppliedObjects(t *testing.T, objs []*unstructured.Unstructured) {
 	rc, err := clientcmd.BuildConfigFromFlags("", local.Kubeconfig)
 	if err != nil {
 		t.Error(err)
@@ -659,4 +659,4 @@ func deleteObjects(t *testing.T, objs []*unstructured.Unstructured) {
 	}
 }
 
-var _ rest.WarningHandler = (*warnings)(nil)
+var _ rest.WarningHandler = (*apiWarnings)(nil)
