@@ -8,8 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,9 +17,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
-	authenticationv1 "k8s.io/api/authentication/v1"
 	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -35,7 +31,6 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/restmapper"
 	"k8s.io/client-go/tools/clientcmd"
-	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	schedconfig "k8s.io/kubernetes/pkg/scheduler/apis/config"
 	schedscheme "k8s.io/kubernetes/pkg/scheduler/apis/config/scheme"
 	schedvalidation "k8s.io/kubernetes/pkg/scheduler/apis/config/validation"
@@ -478,8 +473,9 @@ func TestDeployStaticManifests(t *testing.T) {
 
 // TestDeployRBAC installs the chart's service accounts and RBAC for real,
 // asks the API server (SubjectAccessReview) whether each account may make
-// exactly the calls its code makes and not others, and runs the extender
-// under its account's token until its informers have synced.
+// exactly the calls its code makes and not others, then runs the chart's
+// scheduler pod as processes under its account's token (see
+// runChartScheduler).
 func TestDeployRBAC(t *testing.T) {
 	const ns, sched = "gpupack-rbac", "rbac-sched"
 	createNamespaceOnce(t, ns)
@@ -550,86 +546,7 @@ func TestDeployRBAC(t *testing.T) {
 		}
 	}
 
-	runExtenderAs(t, ns, sched)
-}
-
-// runExtenderAs runs our extender with a token of the service account and
-// waits until it is ready: its informers listed and watched pods and nodes
-// with nothing but the chart's RBAC.
-func runExtenderAs(t *testing.T, ns, sa string) {
-	t.Helper()
-	ctx := context.Background()
-	dir := t.TempDir()
-	bin := filepath.Join(dir, "gpupack-extender")
-	build := exec.Command("go", "build", "-o", bin, "github.com/gpupack/gpupack/cmd/gpupack-extender")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("building the extender: %v\n%s", err, out)
-	}
-	exp := int64(600)
-	req := &authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: &exp}}
-	tok, err := client.CoreV1().ServiceAccounts(ns).CreateToken(ctx, sa, req, metav1.CreateOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	admin, err := clientcmd.LoadFromFile(local.Kubeconfig)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cur := admin.Contexts[admin.CurrentContext]
-	kc := clientcmdapi.NewConfig()
-	kc.Clusters["local"] = admin.Clusters[cur.Cluster]
-	kc.AuthInfos[sa] = &clientcmdapi.AuthInfo{Token: tok.Status.Token}
-	kc.Contexts["sa"] = &clientcmdapi.Context{Cluster: "local", AuthInfo: sa}
-	kc.CurrentContext = "sa"
-	kubeconfig := filepath.Join(dir, "kubeconfig")
-	if err := clientcmd.WriteToFile(*kc, kubeconfig); err != nil {
-		t.Fatal(err)
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
-	cfg := filepath.Join(dir, "extender.yaml")
-	if err := os.WriteFile(cfg, []byte("address: 127.0.0.1\nport: "+strconv.Itoa(port)+"\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	var logs bytes.Buffer
-	cmd := exec.Command(bin, "--kubeconfig="+kubeconfig, "--config="+cfg, "--v=2")
-	cmd.Stdout, cmd.Stderr = &logs, &logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	defer func() {
-		_ = cmd.Process.Kill()
-		<-done
-	}()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		select {
-		case err := <-done:
-			done <- err
-			t.Fatalf("the extender exited under the chart's RBAC: %v\n%s", err, logs.String())
-		default:
-		}
-		resp, err := http.Get("http://127.0.0.1:" + strconv.Itoa(port) + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				break
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the extender was not ready under the chart's RBAC after 30s:\n%s", logs.String())
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-	if strings.Contains(logs.String(), "forbidden") {
-		t.Errorf("the extender was refused a call:\n%s", logs.String())
-	}
+	runChartScheduler(t, ns, sched)
 }
 
 // deleteAppliedObjects deletes what applyObjects stored (the namespace stays: no
