@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -23,6 +24,7 @@ import (
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
 	"github.com/gpupack/gpupack/contract"
+	"github.com/gpupack/gpupack/inspect"
 	"github.com/gpupack/gpupack/test/cluster"
 )
 
@@ -179,5 +181,78 @@ func (p *testProcess) waitOK(t *testing.T, url string) {
 			t.Fatalf("%s: %s not OK after 60s:\n%s", p.name, url, p.logs())
 		}
 		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// runChartDevicePlugin runs our device plugin with the arguments the
+// chart's DaemonSet gives it (the kubelet's paths and the cards replaced by
+// a temporary folder and simulated T4s) under the service account's token,
+// for a Node of its own: it must publish the cards on the Node (get, patch,
+// patch status; its pod informer lists and watches), and its /metrics must
+// be what kubectl inspect gpushare reads.
+func runChartDevicePlugin(t *testing.T, ns string, ds *unstructured.Unstructured) {
+	t.Helper()
+	ctx := context.Background()
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "gpupack-device-plugin")
+	build := exec.Command("go", "build", "-o", bin, "github.com/gpupack/gpupack/cmd/gpupack-device-plugin")
+	build.Env = append(os.Environ(), "CGO_CFLAGS=-O2 -g -Wno-deprecated-declarations")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("building the device plugin: %v\n%s", err, out)
+	}
+	const node = "chart-dp-node"
+	n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: node, Labels: map[string]string{contract.LabelGPUShare: "true"}}}
+	if _, err := client.CoreV1().Nodes().Create(ctx, n, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	// Deleted after the plugin is stopped (cleanups run last first): the
+	// other tests count the cluster's GPU nodes.
+	t.Cleanup(func() {
+		if err := client.CoreV1().Nodes().Delete(ctx, node, metav1.DeleteOptions{}); err != nil {
+			t.Errorf("deleting node %s: %v", node, err)
+		}
+	})
+	port := freeLoopbackPort(t)
+	pluginDir := filepath.Join(dir, "dp")
+	if err := os.MkdirAll(pluginDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	args := append(templateContainer(t, ds, "device-plugin").Args,
+		"--device-plugin-dir="+pluginDir, "--pod-resources-socket=", "--proc-root=/proc",
+		"--metrics-port="+strconv.Itoa(port), "--nvml=mock:t4x4", "--mock-state="+filepath.Join(dir, "mock.json"),
+		"--node-name="+node, "--kubeconfig="+serviceAccountKubeconfig(t, dir, ns, "gpupack-device-plugin"))
+	dp := startProcess(t, bin, args...)
+	dp.waitOK(t, "http://127.0.0.1:"+strconv.Itoa(port)+"/healthz")
+
+	waitFor(t, 30*time.Second, "the device plugin to publish its cards on "+node, func() (bool, error) {
+		got, err := client.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{})
+		if err != nil {
+			return false, err
+		}
+		inv, err := contract.ParseInventory(got.Annotations[contract.AnnotationInventory])
+		if err != nil {
+			return false, err
+		}
+		count := got.Status.Capacity[contract.ResourceGPUCount]
+		return len(inv.Cards) == 4 && count.Value() == 4, nil
+	})
+	resp, err := http.Get("http://127.0.0.1:" + strconv.Itoa(port) + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	live, err := inspect.ParseMetrics(body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(live) != 4 {
+		t.Errorf("kubectl inspect gpushare reads live state of %d cards from the plugin's /metrics, want 4: %v", len(live), live)
+	}
+	if l := dp.logs(); strings.Contains(l, "forbidden") {
+		t.Errorf("the device plugin was refused a call under the chart's RBAC:\n%s", l)
 	}
 }

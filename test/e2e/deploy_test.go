@@ -474,13 +474,14 @@ func TestDeployStaticManifests(t *testing.T) {
 // TestDeployRBAC installs the chart's service accounts and RBAC for real,
 // asks the API server (SubjectAccessReview) whether each account may make
 // exactly the calls its code makes and not others, then runs the chart's
-// scheduler pod as processes under its account's token (see
-// runChartScheduler).
+// scheduler pod and device plugin as processes under their accounts'
+// tokens (see runChartScheduler and runChartDevicePlugin).
 func TestDeployRBAC(t *testing.T) {
 	const ns, sched = "gpupack-rbac", "rbac-sched"
 	createNamespaceOnce(t, ns)
 	var rbac []*unstructured.Unstructured
-	for _, o := range renderChart(t, ns, "scheduler.name="+sched, "devicePlugin.evictOverShareAfter=10m") {
+	all := renderChart(t, ns, "scheduler.name="+sched, "devicePlugin.evictOverShareAfter=10m")
+	for _, o := range all {
 		if o.GetKind() == "ServiceAccount" || strings.HasPrefix(o.GetAPIVersion(), "rbac.authorization.k8s.io/") {
 			rbac = append(rbac, o)
 		}
@@ -547,6 +548,7 @@ func TestDeployRBAC(t *testing.T) {
 	}
 
 	runChartScheduler(t, ns, sched)
+	runChartDevicePlugin(t, ns, mustFindObject(t, all, "DaemonSet", "gpupack-device-plugin"))
 }
 
 // deleteAppliedObjects deletes what applyObjects stored (the namespace stays: no
