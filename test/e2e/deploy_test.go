@@ -416,6 +416,18 @@ func TestDeployChart(t *testing.T) {
 			t.Errorf("errors %v, want the unknown field refused", errs)
 		}
 	})
+	// helm install itself, as a user runs it, against the API server
+	// (--dry-run=server: capabilities and lookup from the cluster, nothing
+	// stored), with its notes.
+	t.Run("helm-install-dry-run", func(t *testing.T) {
+		out := string(runHelm(t, "install", "gpupack", chartDir, "--namespace", "kube-system", "--kubeconfig", local.Kubeconfig, "--dry-run=server"))
+		for _, want := range []string{"STATUS: pending-install", "NOTES:", "kubectl label node <gpu-node> gpushare=true", "schedulerName: gpupack-scheduler",
+			"image: registry.k8s.io/kube-scheduler:" + regexp.MustCompile(`^v\d+\.\d+\.\d+`).FindString(v.GitVersion)} {
+			if !strings.Contains(out, want) {
+				t.Errorf("helm install --dry-run=server output lacks %q:\n%s", want, out)
+			}
+		}
+	})
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			if tc.namespace != "kube-system" {
