@@ -314,6 +314,7 @@ func TestDeployChart(t *testing.T) {
 				t.Errorf("replicas %v, want 2 (leader election)", r)
 			}
 			mustFindObject(t, objs, "Secret", "gpupack-scheduler-signing-key")
+			mustFindObject(t, objs, "PodDisruptionBudget", "gpupack-scheduler")
 			ds := mustFindObject(t, objs, "DaemonSet", "gpupack-device-plugin")
 			spec, _, _ := unstructured.NestedMap(ds.Object, "spec", "template", "spec")
 			if spec["priorityClassName"] != "system-node-critical" {
@@ -384,6 +385,9 @@ func TestDeployChart(t *testing.T) {
 			checkChartConfigs(t, objs, "gpu-sched")
 			if findObject(objs, "Secret", "") != nil {
 				t.Errorf("a Secret rendered with signingKey.create=false")
+			}
+			if findObject(objs, "PodDisruptionBudget", "") != nil {
+				t.Errorf("a PodDisruptionBudget rendered for one replica")
 			}
 			ds := mustFindObject(t, objs, "DaemonSet", "gpupack-device-plugin")
 			dp := templateContainer(t, ds, "device-plugin")
