@@ -115,7 +115,11 @@ var ErrNotFound = errors.New("node not found")
 // Collect reads nodes and pods from the API server.
 func Collect(ctx context.Context, client kubernetes.Interface, opts Options) (*Cluster, error) {
 	var nodes []corev1.Node
-	podList := metav1.ListOptions{}
+	// Ended pods hold nothing: the API server leaves them out.
+	running := fields.AndSelectors(
+		fields.OneTermNotEqualSelector("status.phase", string(corev1.PodSucceeded)),
+		fields.OneTermNotEqualSelector("status.phase", string(corev1.PodFailed)))
+	podList := metav1.ListOptions{FieldSelector: running.String()}
 	if opts.Node != "" {
 		n, err := client.CoreV1().Nodes().Get(ctx, opts.Node, metav1.GetOptions{})
 		if err != nil {
@@ -125,7 +129,7 @@ func Collect(ctx context.Context, client kubernetes.Interface, opts Options) (*C
 			return nil, fmt.Errorf("reading node %s: %w", opts.Node, err)
 		}
 		nodes = []corev1.Node{*n}
-		podList.FieldSelector = fields.OneTermEqualSelector("spec.nodeName", opts.Node).String()
+		podList.FieldSelector = fields.AndSelectors(running, fields.OneTermEqualSelector("spec.nodeName", opts.Node)).String()
 	} else {
 		list, err := client.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
 		if err != nil {
