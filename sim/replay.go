@@ -134,11 +134,11 @@ func Replay(cfg Config) (*Result, error) {
 	if cfg.Policy.NeedsWorkload {
 		switch cfg.Workload {
 		case Trace:
-			counts := map[policy.Shape]int64{}
+			all := policy.NewLearner(cfg.Coverage)
 			for _, r := range reqs {
-				counts[policy.ShapeOf(r)]++
+				all.Observe(r)
 			}
-			fixed = policy.NewWorkload(counts, cfg.Coverage)
+			fixed = all.Workload()
 		case Seen, "":
 			learner = policy.NewLearner(cfg.Coverage)
 		default:

@@ -4,6 +4,7 @@ import (
 	"math"
 	"sort"
 	"strings"
+	"sync"
 
 	"github.com/gpupack/gpupack/contract"
 )
@@ -55,6 +56,10 @@ type Workload struct {
 	// model by ascending share, whole cards on any model, pods without GPU,
 	// and the rest (model constraints), which take the card-by-card path.
 	byShare, whole, noGPU, other []int
+	// The GPU shapes grouped for the fill policy, made at first use.
+	groupsOnce sync.Once
+	groups     []fillGroup
+	gpuWeight  float64
 }
 
 // index fills the groups of w.

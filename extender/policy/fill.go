@@ -1,0 +1,141 @@
+package policy
+
+import "github.com/gpupack/gpupack/contract"
+
+// Fill is gpupack's own policy, the extender's default: each pod goes where
+// it least grows the GPU that the workload could no longer use.
+//
+// For every shape of the workload (learned from the pods seen so far), a
+// node could still take as many pods of that shape as both its cards (room
+// per card, models) and its CPU allow; the node's idle GPU beyond what those
+// pods would use is unfillable for that shape. The node's unfillable GPU is
+// that amount weighted by the shapes' frequencies. Unlike FGD's one-more-pod
+// test, it sees GPU stranded by CPU running out, and the leftovers inside
+// cards that no number of pods of a shape can use. The node score is the
+// fall of unfillable GPU plus half the fall of FGD's fragmentation (which
+// still says which cards a single next pod could not use at all), in cards.
+//
+// Ties (identical nodes, or a pod that changes neither measure, such as a
+// CPU-only pod on a node with room) go to the node left with the least idle
+// GPU: the score has no flat tops, so kube-scheduler's random choice among
+// equally scored best nodes does not undo the policy's choice.
+const Fill Name = "fill"
+
+// fgdShare is how much of FGD's fragmentation fall the fill score adds.
+const fgdShare = 0.5
+
+func init() {
+	register(&Policy{
+		Name:          Fill,
+		NeedsWorkload: true,
+		// The card that leaves the node's unfillable GPU least.
+		CardCost: func(n *Node, i int, share int64, w *Workload) float64 {
+			return unfillable(n, w, i, share)
+		},
+		NodeScore: func(before, after *Node, w *Workload) float64 {
+			fall := unfillable(before, w, -1, 0) - unfillable(after, w, -1, 0) +
+				fgdShare*(Fragmentation(before, w)-Fragmentation(after, w))
+			unit := float64(cardSize(after))
+			// The tie-break weighs a whole idle card at a ten-thousandth of a
+			// card of fall: below any fall the workload's weights produce.
+			return (fall - 1e-4*float64(after.Free())) / unit
+		},
+	})
+}
+
+// fillGroup is the shapes of a workload that ask the same of the cards
+// (share, cards, models) and differ in CPU only.
+type fillGroup struct {
+	share  int64
+	cards  int64
+	models []string
+	shapes []int
+}
+
+// fillGroups groups w's GPU shapes by what they ask of the cards, once.
+func (w *Workload) fillGroups() []fillGroup {
+	w.groupsOnce.Do(func() {
+		at := map[Shape]int{}
+		for i := range w.Shapes {
+			s := &w.Shapes[i]
+			if s.Cards == 0 {
+				continue
+			}
+			key := Shape{Share: s.Share, Cards: s.Cards, Models: s.Models}
+			g, ok := at[key]
+			if !ok {
+				g = len(w.groups)
+				at[key] = g
+				w.groups = append(w.groups, fillGroup{share: s.Share, cards: int64(s.Cards), models: s.models})
+			}
+			w.groups[g].shapes = append(w.groups[g].shapes, i)
+			w.gpuWeight += s.Weight
+		}
+	})
+	return w.groups
+}
+
+// unfillable is the node's idle GPU that the workload's GPU shapes could
+// not fill, weighted by frequency, with extra units on n.Cards[pos] (pos -1:
+// none). A shape's pods on the node are bounded by its cards (room per card
+// and model) and its CPU; what those pods would not use of the idle GPU is
+// unfillable. Pods without GPU count through the CPU they leave.
+func unfillable(n *Node, w *Workload, pos int, extra int64) float64 {
+	if w == nil {
+		return 0
+	}
+	var buf [16]int64
+	frees := buf[:0]
+	var idle int64
+	for i := range n.Cards {
+		c := &n.Cards[i]
+		free := int64(-1) // unhealthy: no room for anyone
+		if c.Healthy {
+			free = max(c.Total-usedWith(c, i, pos, extra), 0)
+			idle += free
+		}
+		frees = append(frees, free)
+	}
+	if idle == 0 {
+		return 0
+	}
+	groups := w.fillGroups()
+	if w.gpuWeight == 0 {
+		return 0
+	}
+	cpu := int64(-1) // unknown: no bound
+	if n.Resources {
+		cpu = max(n.CPUFree, 0)
+	}
+	var f float64
+	for gi := range groups {
+		g := &groups[gi]
+		var slots, freeCards, freeUnits int64
+		for i, free := range frees {
+			if free <= 0 || (len(g.models) > 0 && !contract.ModelAllowed(g.models, n.Cards[i].Model)) {
+				continue
+			}
+			if g.share > 0 {
+				slots += free / g.share
+			} else if free == n.Cards[i].Total {
+				freeCards++
+				freeUnits += free
+			}
+		}
+		var pods, per int64
+		if g.share > 0 {
+			pods, per = slots/g.cards, g.share*g.cards
+		} else if freeCards > 0 {
+			pods, per = freeCards/g.cards, freeUnits/freeCards*g.cards
+		}
+		for _, si := range g.shapes {
+			s := &w.Shapes[si]
+			p := pods
+			if cpu >= 0 && s.CPUMilli > 0 {
+				p = min(p, cpu/s.CPUMilli)
+			}
+			f += s.Weight * float64(idle-min(p*per, idle))
+		}
+	}
+	return f / w.gpuWeight
+}
