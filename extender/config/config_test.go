@@ -30,7 +30,7 @@ func TestLoadDefaultValidate(t *testing.T) {
 			return c.Port == 12345 && c.Policy == "binpack" && c.MemoryUnit == "MiB" && c.BindTimeout.Duration == 5*time.Second
 		}},
 		{"an unknown field is an error", "prot: 1\n", `unknown field "prot"`, nil},
-		{"an unknown policy", "policy: tetris\n", `policy: Unsupported value: "tetris": supported values: "bestfit", "binpack", "fgd", "packing", "random", "spread", "default"`, nil},
+		{"an unknown policy", "policy: tetris\n", `policy: Unsupported value: "tetris": supported values: "bestfit", "binpack", "fgd", "fill", "packing", "random", "spread", "default"`, nil},
 		{"a bad unit", "memoryUnit: TiB\n", "memoryUnit: Unsupported value", nil},
 		{"a bad port", "port: 70000\n", "port: Invalid value: 70000", nil},
 		{"coverage out of range", "fgdCoverage: 1.5\n", "fgdCoverage", nil},

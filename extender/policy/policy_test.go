@@ -283,13 +283,13 @@ func TestNormalize(t *testing.T) {
 }
 
 func TestGet(t *testing.T) {
-	for _, n := range []Name{"", "default", Binpack, Spread, FGD, Random, BestFit, Packing} {
+	for _, n := range []Name{"", "default", Binpack, Spread, FGD, Random, BestFit, Packing, Fill} {
 		if _, err := Get(n); err != nil {
 			t.Errorf("Get(%q): %v", n, err)
 		}
 	}
 	_, err := Get("tetris")
-	if err == nil || !strings.Contains(err.Error(), "bestfit, binpack, fgd, packing, random, spread") {
+	if err == nil || !strings.Contains(err.Error(), "bestfit, binpack, fgd, fill, packing, random, spread") {
 		t.Errorf("Get(tetris) = %v, want an error listing the policies", err)
 	}
 }
