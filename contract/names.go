@@ -44,7 +44,7 @@ const (
 	// pod's allocation to what the kubelet really gave (same-size pods can
 	// swap cards): the extender's original decision, kept so that the
 	// node's set of decisions stays what it was while the rewrites land one
-	// pod at a time.
+	// pod at a time. The extender's signature, when kept, covers this plan.
 	AnnotationPlanned = "gpupack.io/planned-allocation"
 )
 

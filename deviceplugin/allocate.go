@@ -148,9 +148,12 @@ func plans(pods []*corev1.Pod) []waiting {
 // plan). So same-size pods that swapped cards leave the right cards
 // waiting, whichever pod each plan was recorded on.
 //
-// orphan[i] says that the owner of the i-th remaining plan holds devices
-// already, so the plan is free for a container whose own plan was used.
-func pool(all []waiting, h held) (rest []waiting, orphan []bool) {
+// drifted names the pods with a container that holds cards equal to no
+// plan (the kubelet gave it devices the plugin never served, as after a
+// node reboot or a card swap). Every other holder holds a plan, so the
+// node's plans, as a multiset, still cover what is held: counting the
+// plans never under-counts a card.
+func pool(all []waiting, h held) (rest []waiting, drifted map[types.UID]bool) {
 	used := make([]bool, len(all))
 	own := map[types.UID]map[int]int{}
 	for i, w := range all {
@@ -211,7 +214,9 @@ func pool(all []waiting, h held) (rest []waiting, orphan []bool) {
 		}
 		pending = append([]holder(nil), unmatched...)
 	}
+	drifted = map[types.UID]bool{}
 	for _, hd := range unmatched {
+		drifted[hd.uid] = true
 		if i, ok := own[hd.uid][hd.ctr]; ok && !used[i] {
 			used[i] = true
 		}
@@ -219,8 +224,7 @@ func pool(all []waiting, h held) (rest []waiting, orphan []bool) {
 	for i, w := range all {
 		if !used[i] {
 			rest = append(rest, w)
-			orphan = append(orphan, h.holds(w.pod.UID, w.container))
 		}
 	}
-	return rest, orphan
+	return rest, drifted
 }

@@ -20,20 +20,24 @@ func TestPool(t *testing.T) {
 	}
 	on := func(card int) map[int]map[int]int64 { return map[int]map[int]int64{0: {card: 4}} }
 	tests := []struct {
-		name string
-		held held
-		want string // what waits: plan owner:card
+		name    string
+		held    held
+		want    string // what waits: plan owner:card
+		drifted string // pods holding cards no plan names
 	}{
-		{"nothing held", held{}, "a:0 b:1 c:2 d:3"},
-		{"each on its own cards", held{"uid-a": on(0), "uid-c": on(2)}, "b:1 d:3"},
-		{"a served from b's plan; b waits for a's cards", held{"uid-a": on(1)}, "a:0 c:2 d:3"},
-		{"a and b swapped, both hold", held{"uid-a": on(1), "uid-b": on(0)}, "c:2 d:3"},
-		{"a chain of three", held{"uid-a": on(1), "uid-b": on(2), "uid-c": on(0)}, "d:3"},
-		{"the kubelet gave a cards no plan names", held{"uid-a": on(7)}, "b:1 c:2 d:3"},
+		{"nothing held", held{}, "a:0 b:1 c:2 d:3", ""},
+		{"each on its own cards", held{"uid-a": on(0), "uid-c": on(2)}, "b:1 d:3", ""},
+		{"a served from b's plan; b waits for a's cards", held{"uid-a": on(1)}, "a:0 c:2 d:3", ""},
+		{"a and b swapped, both hold", held{"uid-a": on(1), "uid-b": on(0)}, "c:2 d:3", ""},
+		{"a chain of three", held{"uid-a": on(1), "uid-b": on(2), "uid-c": on(0)}, "d:3", ""},
+		{"the kubelet gave a cards no plan names", held{"uid-a": on(7)}, "b:1 c:2 d:3", "uid-a"},
+		// a and b both hold card 1: b holds its own plan, so a holds what
+		// no plan left names.
+		{"two hold the cards of one plan", held{"uid-a": on(1), "uid-b": on(1)}, "c:2 d:3", "uid-a"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			rest, _ := pool(plans(pods), tt.held)
+			rest, drifted := pool(plans(pods), tt.held)
 			var got []string
 			for _, w := range rest {
 				for c := range w.cards {
@@ -43,6 +47,14 @@ func TestPool(t *testing.T) {
 			sort.Strings(got)
 			if strings.Join(got, " ") != tt.want {
 				t.Errorf("waiting %v, want %s", got, tt.want)
+			}
+			var d []string
+			for uid := range drifted {
+				d = append(d, string(uid))
+			}
+			sort.Strings(d)
+			if strings.Join(d, " ") != tt.drifted {
+				t.Errorf("drifted %v, want %q", d, tt.drifted)
 			}
 		})
 	}

@@ -86,9 +86,14 @@ func (p *Plugin) holdings(ctx context.Context, pods []*corev1.Pod) (held, error)
 // what steers Q. Once nothing waits on a plan another container took, each
 // holder's allocation is rewritten to the truth; the plan is kept in
 // gpupack.io/planned-allocation, so that what waits is worked out from the
-// same plans while the rewrites land one pod at a time. Rewritten allocations lose
-// the extender's signature (the extender then checks them instead of
-// trusting them) and get a GPUAllocationCorrected event.
+// same plans while the rewrites land one pod at a time. A pod that holds
+// another pod's plan keeps the extender's signature, which covers its plan:
+// the node's signed plans, as a whole, name exactly the cards that are held,
+// so an extender that rebuilds its state between two of the rewrites still
+// counts every card right. A pod that holds cards no plan names (the
+// kubelet gave them without this plugin, as after a node reboot) loses the
+// signature: the extender then checks its record instead of trusting its
+// plan. Each rewrite gets a GPUAllocationCorrected event.
 func (p *Plugin) Reconcile(ctx context.Context) error {
 	pods, err := p.pods.Cached()
 	if err != nil {
@@ -99,7 +104,7 @@ func (p *Plugin) Reconcile(ctx context.Context) error {
 		return err
 	}
 	all := plans(pods)
-	rest, _ := pool(all, h)
+	rest, drifted := pool(all, h)
 	waiting := map[types.UID]map[int]bool{}
 	for _, w := range rest {
 		if waiting[w.pod.UID] == nil {
@@ -129,7 +134,7 @@ func (p *Plugin) Reconcile(ctx context.Context) error {
 				rec[ctr] = maps.Clone(cards)
 			}
 		}
-		if err := p.patchRecord(ctx, w.pod, w.podAlloc, rec, h[w.pod.UID]); err != nil {
+		if err := p.patchRecord(ctx, w.pod, rec, h[w.pod.UID], drifted[w.pod.UID]); err != nil {
 			log.Error(err, "Reconciling a pod's allocation", "pod", klog.KObj(w.pod))
 		}
 	}
@@ -146,18 +151,21 @@ func firstContainer(a contract.Allocation) int {
 	return first
 }
 
-// patchRecord writes a pod's allocation when it changed (without the
-// extender's signature, and keeping the extender's plan beside it) and
-// whether every GPU container holds devices.
-func (p *Plugin) patchRecord(ctx context.Context, pod *corev1.Pod, plan, rec contract.Allocation, holds map[int]map[int]int64) error {
+// patchRecord writes a pod's allocation when it changed (keeping the
+// extender's plan, and its signature unless the pod drifted off every plan)
+// and whether every GPU container holds devices.
+func (p *Plugin) patchRecord(ctx context.Context, pod *corev1.Pod, rec contract.Allocation, holds map[int]map[int]int64, drifted bool) error {
 	annotations := map[string]any{}
 	old := pod.Annotations[contract.AnnotationAllocation]
+	if _, signed := pod.Annotations[contract.AnnotationSignature]; signed && drifted {
+		annotations[contract.AnnotationSignature] = nil // what it holds is no decision of the extender's
+	}
 	if cur, err := contract.ParseAllocation(old); err != nil || cur.String() != rec.String() {
 		annotations[contract.AnnotationAllocation] = rec.String()
 		if _, kept := pod.Annotations[contract.AnnotationPlanned]; !kept {
-			annotations[contract.AnnotationPlanned] = plan.String()
+			// Verbatim: the extender's signature covers these bytes.
+			annotations[contract.AnnotationPlanned] = planOf(pod)
 		}
-		annotations[contract.AnnotationSignature] = nil // no longer the extender's decision
 		if cards := rec.Cards(); len(cards) > 0 {
 			annotations[contract.AnnotationIndex] = strconv.Itoa(cards[0])
 		}

@@ -72,7 +72,8 @@ func TestAllocateAndReconcileFromWhatTheKubeletSays(t *testing.T) {
 	q.Annotations[contract.AnnotationSignature] = "sig"
 	p := bound("p", `{"0":{"1":4}}`, "1", fixture.MakePod().GPUMem(4))
 	fine := bound("fine", `{"0":{"3":2}}`, "2", fixture.MakePod().GPUMem(2))
-	wrong := bound("wrong", `{"0":{"5":1}}`, "3", fixture.MakePod().GPUMem(1))
+	wrong := bound("wrong", `{"0":{"5":1}}`, "3", fixture.MakePod().GPUMem(1)).DeepCopy()
+	wrong.Annotations[contract.AnnotationSignature] = "sig" // dropped: it holds no plan
 	rec := record.NewFakeRecorder(10)
 	dir := t.TempDir()
 	kubelet, sock := servePodResources(t, dir)
@@ -118,7 +119,7 @@ func TestAllocateAndReconcileFromWhatTheKubeletSays(t *testing.T) {
 		signed               bool
 	}{
 		{"p", `{"0":{"2":4}}`, "true", false},
-		{"q", `{"0":{"1":4}}`, "true", false},
+		{"q", `{"0":{"1":4}}`, "true", true}, // holds p's plan: its own stays signed
 		{"fine", `{"0":{"3":2}}`, "true", false},
 		{"wrong", `{"0":{"6":1}}`, "true", false},
 	}

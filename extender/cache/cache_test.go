@@ -25,6 +25,15 @@ func signed(w *fixture.PodWrapper, node, alloc string) *corev1.Pod {
 	return p
 }
 
+// rewritten returns a bound pod whose signed plan the device plugin kept
+// beside the record it rewrote to what the kubelet gave.
+func rewritten(w *fixture.PodWrapper, node, plan, record string) *corev1.Pod {
+	p := signed(w, node, plan)
+	p.Annotations[contract.AnnotationPlanned] = plan
+	p.Annotations[contract.AnnotationAllocation] = record
+	return p
+}
+
 func onNode(p *corev1.Pod, node string) *corev1.Pod {
 	p.Spec.NodeName = node
 	return p
@@ -110,6 +119,28 @@ func TestRebuildTrust(t *testing.T) {
 		},
 		wantUsed:  []int64{16, 16},
 		wantTrust: map[string]Trust{"w": Signed, "extra": Unplaced},
+	}, {
+		// a and b (6 GiB each) were planned on cards 0 and 1 and swapped by
+		// the kubelet; the plugin has rewritten a's record but not yet b's.
+		// The plans say 6 + 6; the records, half rewritten, would say 0 + 12.
+		name: "a swap half rewritten counts the signed plans",
+		pods: []*corev1.Pod{
+			rewritten(fixture.MakePod().Name("a").GPUMem(6), "n", `{"0":{"0":6}}`, `{"0":{"1":6}}`),
+			signed(fixture.MakePod().Name("b").GPUMem(6), "n", `{"0":{"1":6}}`),
+		},
+		wantUsed:  []int64{6, 6},
+		wantTrust: map[string]Trust{"a": Signed, "b": Signed},
+	}, {
+		// The plan was edited: the signature no longer covers it, so the
+		// record is a claim, used where it fits.
+		name: "an edited plan is not trusted",
+		pods: []*corev1.Pod{func() *corev1.Pod {
+			p := rewritten(fixture.MakePod().Name("a").GPUMem(6), "n", `{"0":{"0":6}}`, `{"0":{"1":6}}`)
+			p.Annotations[contract.AnnotationPlanned] = `{"0":{"0":5}}`
+			return p
+		}()},
+		wantUsed:  []int64{0, 6},
+		wantTrust: map[string]Trust{"a": Claimed},
 	}, {
 		name: "finished pods free their share",
 		pods: []*corev1.Pod{

@@ -59,7 +59,7 @@ type podState struct {
 func fingerprint(pod *corev1.Pod) string {
 	var b strings.Builder
 	b.WriteString(pod.Spec.NodeName)
-	for _, k := range []string{contract.AnnotationAllocation, contract.AnnotationIndex, contract.AnnotationNode, contract.AnnotationSignature, contract.AnnotationModels} {
+	for _, k := range []string{contract.AnnotationAllocation, contract.AnnotationPlanned, contract.AnnotationIndex, contract.AnnotationNode, contract.AnnotationSignature, contract.AnnotationModels} {
 		b.WriteByte(0)
 		b.WriteString(pod.Annotations[k])
 	}
@@ -101,8 +101,20 @@ func RequestOf(pod *corev1.Pod) (*policy.Request, error) {
 // against the pod's own request: every GPU container present with its share
 // on the right number of distinct cards. It returns whether the claim is
 // signed by key.
+//
+// Where the device plugin rewrote the record to what the kubelet gave (a
+// pod of the same shape took its cards) and kept the extender's signed plan
+// beside it, the plan is the claim: the node's signed plans as a whole name
+// exactly the cards its pods hold, also while the rewrites land one pod at a
+// time, so counting plans never counts a card short.
 func claimOf(pod *corev1.Pod, req *policy.Request, key []byte) (contract.Allocation, bool, error) {
 	ann := pod.Annotations
+	if plan, ok := ann[contract.AnnotationPlanned]; ok && signedBy(key, pod, plan) {
+		a, err := contract.ParseAllocation(plan)
+		if err == nil && matches(a, req) == nil {
+			return a, true, nil
+		}
+	}
 	var a contract.Allocation
 	if s, ok := ann[contract.AnnotationAllocation]; ok {
 		var err error
@@ -123,10 +135,15 @@ func claimOf(pod *corev1.Pod, req *policy.Request, key []byte) (contract.Allocat
 	if err := matches(a, req); err != nil {
 		return nil, false, err
 	}
-	sig, ok := ann[contract.AnnotationSignature]
-	signed := ok && len(key) > 0 && ann[contract.AnnotationNode] == pod.Spec.NodeName &&
-		contract.Verify(key, string(pod.UID), pod.Spec.NodeName, ann[contract.AnnotationAllocation], sig)
-	return a, signed, nil
+	return a, signedBy(key, pod, ann[contract.AnnotationAllocation]), nil
+}
+
+// signedBy reports whether the pod's signature is key's over this
+// allocation text on the pod's node.
+func signedBy(key []byte, pod *corev1.Pod, allocation string) bool {
+	sig, ok := pod.Annotations[contract.AnnotationSignature]
+	return ok && len(key) > 0 && pod.Annotations[contract.AnnotationNode] == pod.Spec.NodeName &&
+		contract.Verify(key, string(pod.UID), pod.Spec.NodeName, allocation, sig)
 }
 
 // matches checks that an allocation gives each GPU container of req what it

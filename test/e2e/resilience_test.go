@@ -68,7 +68,7 @@ func TestBurstWithExtenderRestart(t *testing.T) {
 				running++
 			}
 			if p.Status.Phase == corev1.PodFailed {
-				return false, fmt.Errorf("pod %s failed: %s", p.Name, p.Status.Message)
+				t.Fatalf("pod %s failed: %s", p.Name, p.Status.Message)
 			}
 		}
 		return running == n, nil
