@@ -104,8 +104,11 @@ func LoadConfig(path string) (Config, error) {
 	return c, nil
 }
 
-// Store is a State kept in a file, shared between processes under an
-// exclusive file lock.
+// Store is a State kept in a file, shared between processes. Writers hold
+// an exclusive lock on a lock file beside it (readers a shared one) and
+// replace the file whole by renaming a new one over it, so a process
+// killed halfway through an update (the kubelet kills jobs at will) leaves
+// the previous state, never a torn or empty one.
 type Store struct{ path string }
 
 // Create writes a new state file (replacing any) and returns its store.
@@ -114,7 +117,7 @@ func Create(path string, s *State) (*Store, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return nil, err
 	}
-	return st, st.Update(func(cur *State) error { *cur = *s; return nil })
+	return st, st.locked(syscall.LOCK_EX, func() error { return st.write(s) })
 }
 
 // Open returns the store of an existing state file.
@@ -131,9 +134,9 @@ func (st *Store) Path() string { return st.path }
 // Read returns the current state.
 func (st *Store) Read() (*State, error) {
 	var s *State
-	err := st.locked(syscall.LOCK_SH, func(f *os.File) error {
+	err := st.locked(syscall.LOCK_SH, func() error {
 		var err error
-		s, err = decode(f)
+		s, err = st.read()
 		return err
 	})
 	return s, err
@@ -141,52 +144,63 @@ func (st *Store) Read() (*State, error) {
 
 // Update changes the state under the lock.
 func (st *Store) Update(fn func(*State) error) error {
-	return st.locked(syscall.LOCK_EX, func(f *os.File) error {
-		s, err := decode(f)
+	return st.locked(syscall.LOCK_EX, func() error {
+		s, err := st.read()
 		if err != nil {
 			return err
 		}
 		if err := fn(s); err != nil {
 			return err
 		}
-		b, err := json.MarshalIndent(s, "", "  ")
-		if err != nil {
-			return err
-		}
-		if err := f.Truncate(0); err != nil {
-			return err
-		}
-		_, err = f.WriteAt(b, 0)
-		return err
+		return st.write(s)
 	})
 }
 
-func (st *Store) locked(how int, fn func(*os.File) error) error {
-	f, err := os.OpenFile(st.path, os.O_RDWR|os.O_CREATE, 0o644)
+// locked runs fn holding the lock file's lock (how: LOCK_SH or LOCK_EX).
+func (st *Store) locked(how int, fn func() error) error {
+	f, err := os.OpenFile(st.path+".lock", os.O_RDWR|os.O_CREATE, 0o644)
 	if err != nil {
 		return fmt.Errorf("mock NVML state: %w", err)
 	}
 	defer f.Close()
 	if err := syscall.Flock(int(f.Fd()), how); err != nil {
-		return fmt.Errorf("locking %s: %w", st.path, err)
+		return fmt.Errorf("locking %s: %w", f.Name(), err)
 	}
 	defer syscall.Flock(int(f.Fd()), syscall.LOCK_UN) //nolint:errcheck // closing unlocks too
-	return fn(f)
+	return fn()
 }
 
-func decode(f *os.File) (*State, error) {
+// read decodes the state file; a missing file is an empty state.
+func (st *Store) read() (*State, error) {
 	s := &State{}
-	info, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	if info.Size() == 0 {
+	b, err := os.ReadFile(st.path)
+	if errors.Is(err, os.ErrNotExist) {
 		return s, nil
 	}
-	if err := json.NewDecoder(f).Decode(s); err != nil {
-		return nil, fmt.Errorf("mock NVML state %s: %w", f.Name(), err)
+	if err != nil {
+		return nil, fmt.Errorf("mock NVML state: %w", err)
+	}
+	if err := json.Unmarshal(b, s); err != nil {
+		return nil, fmt.Errorf("mock NVML state %s: %w", st.path, err)
 	}
 	return s, nil
+}
+
+// write replaces the state file with s: a new file renamed over it (the
+// caller holds the exclusive lock, so the temporary name is its own).
+func (st *Store) write(s *State) error {
+	b, err := json.MarshalIndent(s, "", "  ")
+	if err != nil {
+		return err
+	}
+	tmp := st.path + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o644); err != nil {
+		return fmt.Errorf("mock NVML state: %w", err)
+	}
+	if err := os.Rename(tmp, st.path); err != nil {
+		return fmt.Errorf("mock NVML state: %w", err)
+	}
+	return nil
 }
 
 // Prepare creates the state file of a simulated node at path from spec: a
