@@ -143,6 +143,19 @@ func (s *Server) Handler() http.Handler {
 	}))
 	mux.HandleFunc("GET "+Prefix+"/inspect", s.inspect)
 	mux.HandleFunc("GET "+Prefix+"/inspect/{node}", s.inspect)
+	s.probes(mux)
+	return mux
+}
+
+// ProbeHandler serves only the read-only routes for probes and scrapes:
+// /healthz, /readyz, /metrics and /version.
+func (s *Server) ProbeHandler() http.Handler {
+	mux := http.NewServeMux()
+	s.probes(mux)
+	return mux
+}
+
+func (s *Server) probes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok")) })
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
 		if s.ready != nil && !s.ready() {
@@ -155,7 +168,6 @@ func (s *Server) Handler() http.Handler {
 		writeJSON(w, http.StatusOK, map[string]string{"version": Version, "goVersion": runtime.Version(), "policy": string(s.policy.Name), "memoryUnit": string(s.unit)})
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.registry, promhttp.HandlerOpts{}))
-	return mux
 }
 
 var errForbidden = errors.New("forbidden: /bind requires a client certificate signed by the configured client CA")
@@ -250,13 +262,48 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 	return srv.Shutdown(shutdown)
 }
 
-// ListenAndServe listens on the configured address and port.
+// ListenAndServe listens on the configured address and port, and on the
+// probe address when one is set, until ctx ends or either server fails.
 func (s *Server) ListenAndServe(ctx context.Context) error {
 	l, err := net.Listen("tcp", net.JoinHostPort(s.cfg.Address, strconv.Itoa(s.cfg.Port)))
 	if err != nil {
 		return err
 	}
-	return s.Serve(ctx, l)
+	if s.cfg.ProbeAddress == "" {
+		return s.Serve(ctx, l)
+	}
+	pl, err := net.Listen("tcp", s.cfg.ProbeAddress)
+	if err != nil {
+		l.Close()
+		return fmt.Errorf("probe address: %w", err)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errc := make(chan error, 2)
+	go func() { errc <- s.Serve(ctx, l) }()
+	go func() { errc <- s.ServeProbes(ctx, pl) }()
+	first := <-errc
+	cancel()
+	if second := <-errc; first == nil {
+		first = second
+	}
+	return first
+}
+
+// ServeProbes serves ProbeHandler over plain HTTP on l until ctx ends.
+func (s *Server) ServeProbes(ctx context.Context, l net.Listener) error {
+	srv := &http.Server{Handler: s.ProbeHandler(), ReadHeaderTimeout: 10 * time.Second}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(l) }()
+	klog.FromContext(ctx).Info("Serving probes and metrics", "address", l.Addr().String())
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	shutdown, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	return srv.Shutdown(shutdown)
 }
 
 func serverTLS(t *config.TLS) (*tls.Config, error) {

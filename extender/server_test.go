@@ -10,6 +10,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/json"
 	"encoding/pem"
+	"fmt"
 	"math/big"
 	"net"
 	"net/http"
@@ -92,6 +93,66 @@ func TestNotReady(t *testing.T) {
 	}
 	if code := httptestRecorder(h, http.MethodPost, filterPath, `{}`); code != http.StatusServiceUnavailable {
 		t.Errorf("filter before sync: %d, want 503", code)
+	}
+}
+
+// TestProbeAddress: with the verbs on loopback, the probe address serves
+// health, readiness, metrics and version, and nothing that changes state.
+func TestProbeAddress(t *testing.T) {
+	free := func() int {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		return l.Addr().(*net.TCPAddr).Port
+	}
+	c := cache.New(cache.Options{Unit: "GiB", SigningKey: testKey})
+	client := fake.NewClientset()
+	cfg := config.Default()
+	cfg.Address, cfg.Port, cfg.ProbeAddress = "127.0.0.1", free(), fmt.Sprintf("127.0.0.1:%d", free())
+	srv, err := NewServer(cfg, Deps{Client: client, Pods: informers.NewSharedInformerFactory(client, 0).Core().V1().Pods().Lister(), Cache: c, Key: testKey, Ready: func() bool { return true }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, ctx := ktesting.NewTestContext(t)
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- srv.ListenAndServe(ctx) }()
+	probe := "http://" + cfg.ProbeAddress
+	tests := []struct {
+		method, path string
+		want         int
+	}{
+		{http.MethodGet, "/healthz", http.StatusOK},
+		{http.MethodGet, "/readyz", http.StatusOK},
+		{http.MethodGet, "/metrics", http.StatusOK},
+		{http.MethodGet, "/version", http.StatusOK},
+		{http.MethodPost, filterPath, http.StatusNotFound},
+		{http.MethodPost, Prefix + "/bind", http.StatusNotFound},
+		{http.MethodGet, Prefix + "/inspect", http.StatusNotFound},
+	}
+	for _, tt := range tests {
+		var resp *http.Response
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			req, _ := http.NewRequestWithContext(ctx, tt.method, probe+tt.path, strings.NewReader("{}"))
+			if resp, err = http.DefaultClient.Do(req); err == nil || time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(20 * time.Millisecond) // the listener may not be up yet
+		}
+		if err != nil {
+			t.Fatalf("%s %s: %v", tt.method, tt.path, err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != tt.want {
+			t.Errorf("%s %s on the probe address: %d, want %d", tt.method, tt.path, resp.StatusCode, tt.want)
+		}
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("ListenAndServe: %v", err)
 	}
 }
 

@@ -35,6 +35,9 @@ func TestLoadDefaultValidate(t *testing.T) {
 		{"a bad port", "port: 70000\n", "port: Invalid value: 70000", nil},
 		{"coverage out of range", "fgdCoverage: 1.5\n", "fgdCoverage", nil},
 		{"TLS without a key", "tls:\n  certFile: a\n", "tls.keyFile: Required value", nil},
+		{"a probe address", "address: 127.0.0.1\nprobeAddress: \":8081\"\n", "", func(c *Config) bool { return c.ProbeAddress == ":8081" }},
+		{"a probe address without a port", "probeAddress: 8081\n", "probeAddress: Invalid value", nil},
+		{"a probe address on the verbs' port", "probeAddress: \":39999\"\n", "must use another port than port", nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -12,6 +12,11 @@ type Config struct {
 	Port int `json:"port,omitempty"`
 	// Address to bind, e.g. "127.0.0.1" for a sidecar on loopback; "" for all.
 	Address string `json:"address,omitempty"`
+	// ProbeAddress, when set (host:port, e.g. ":8081"), serves /healthz,
+	// /readyz, /metrics and /version there too, over plain HTTP, so that the
+	// kubelet can probe and Prometheus can scrape an extender whose verbs
+	// listen on loopback only.
+	ProbeAddress string `json:"probeAddress,omitempty"`
 	// Policy names the scoring policy: binpack, spread, fgd, or "default".
 	Policy string `json:"policy,omitempty"`
 	// MemoryUnit of aliyun.com/gpu-mem: GiB or MiB, as the device plugins use.

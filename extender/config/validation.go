@@ -1,6 +1,9 @@
 package config
 
 import (
+	"net"
+	"strconv"
+
 	"k8s.io/apimachinery/pkg/util/validation/field"
 
 	"github.com/gpupack/gpupack/contract"
@@ -12,6 +15,15 @@ func Validate(c *Config) field.ErrorList {
 	var errs field.ErrorList
 	if c.Port < 1 || c.Port > 65535 {
 		errs = append(errs, field.Invalid(field.NewPath("port"), c.Port, "must be 1..65535"))
+	}
+	if c.ProbeAddress != "" {
+		if _, port, err := net.SplitHostPort(c.ProbeAddress); err != nil {
+			errs = append(errs, field.Invalid(field.NewPath("probeAddress"), c.ProbeAddress, "must be host:port, e.g. \":8081\""))
+		} else if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+			errs = append(errs, field.Invalid(field.NewPath("probeAddress"), c.ProbeAddress, "port must be 1..65535"))
+		} else if n == c.Port {
+			errs = append(errs, field.Invalid(field.NewPath("probeAddress"), c.ProbeAddress, "must use another port than port"))
+		}
 	}
 	if _, err := policy.Get(policy.Name(c.Policy)); err != nil {
 		errs = append(errs, field.NotSupported(field.NewPath("policy"), c.Policy, append(policy.Names(), "default")))

@@ -43,8 +43,9 @@ func runChartScheduler(t *testing.T, ns, sched string) {
 		t.Fatal(err)
 	}
 	kubeconfig := serviceAccountKubeconfig(t, dir, ns, sched)
-	extPort, schedPort := freeLoopbackPort(t), freeLoopbackPort(t)
-	objs := renderChart(t, ns, "scheduler.name="+sched, "extender.signingKey.create=false", "extender.port="+strconv.Itoa(extPort))
+	extPort, probePort, schedPort := freeLoopbackPort(t), freeLoopbackPort(t), freeLoopbackPort(t)
+	objs := renderChart(t, ns, "scheduler.name="+sched, "extender.signingKey.create=false", "extender.port="+strconv.Itoa(extPort),
+		"extender.probePort="+strconv.Itoa(probePort))
 	data, _, _ := unstructured.NestedStringMap(mustFindObject(t, objs, "ConfigMap", sched+"-config").Object, "data")
 	extCfg, schedCfg := filepath.Join(dir, "extender.yaml"), filepath.Join(dir, "scheduler.yaml")
 	// In a pod both use the in-cluster config; here, the account's token.
@@ -57,7 +58,8 @@ func runChartScheduler(t *testing.T, ns, sched string) {
 	}
 
 	ext := startProcess(t, bins.Extender, "--kubeconfig="+kubeconfig, "--config="+extCfg, "--v=2")
-	ext.waitOK(t, "http://127.0.0.1:"+strconv.Itoa(extPort)+"/readyz")
+	// Ready on the probe port the kubelet's readiness probe uses.
+	ext.waitOK(t, "http://127.0.0.1:"+strconv.Itoa(probePort)+"/readyz")
 	ks := startProcess(t, bins.Scheduler, "--config="+schedCfg, "--bind-address=127.0.0.1", "--secure-port="+strconv.Itoa(schedPort),
 		"--authentication-kubeconfig="+kubeconfig, "--authorization-kubeconfig="+kubeconfig, "--v=2")
 	ks.waitOK(t, "https://127.0.0.1:"+strconv.Itoa(schedPort)+"/healthz")
