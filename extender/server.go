@@ -249,9 +249,15 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 		srv.TLSConfig = tc
 		l = tls.NewListener(l, tc)
 	}
+	log.Info("Extender serving", "address", l.Addr().String(), "tls", s.cfg.TLS != nil, "policy", s.policy.Name, "unit", s.unit)
+	return serveUntilDone(ctx, srv, l)
+}
+
+// serveUntilDone serves srv on l until it fails or ctx ends, then shuts it
+// down gracefully (10 s at most).
+func serveUntilDone(ctx context.Context, srv *http.Server, l net.Listener) error {
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(l) }()
-	log.Info("Extender serving", "address", l.Addr().String(), "tls", s.cfg.TLS != nil, "policy", s.policy.Name, "unit", s.unit)
 	select {
 	case err := <-errc:
 		return err
@@ -293,17 +299,8 @@ func (s *Server) ListenAndServe(ctx context.Context) error {
 // ServeProbes serves ProbeHandler over plain HTTP on l until ctx ends.
 func (s *Server) ServeProbes(ctx context.Context, l net.Listener) error {
 	srv := &http.Server{Handler: s.ProbeHandler(), ReadHeaderTimeout: 10 * time.Second}
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(l) }()
 	klog.FromContext(ctx).Info("Serving probes and metrics", "address", l.Addr().String())
-	select {
-	case err := <-errc:
-		return err
-	case <-ctx.Done():
-	}
-	shutdown, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-	defer cancel()
-	return srv.Shutdown(shutdown)
+	return serveUntilDone(ctx, srv, l)
 }
 
 func serverTLS(t *config.TLS) (*tls.Config, error) {
