@@ -21,9 +21,11 @@ type Options struct {
 	Policies            []string
 	Seeds               []int64
 	Workload            WorkloadSource
-	Coverage            float64
-	Cold                bool
-	Ties                TieBreak
+	// Coverage is the share of pods whose shapes the workload estimate keeps;
+	// 0: the policy's own (Policy.Coverage), else DefaultCoverage.
+	Coverage float64
+	Cold     bool
+	Ties     TieBreak
 	// Parallel is how many seeds replay at once (each on one goroutine).
 	Parallel int
 	Out      string
@@ -127,7 +129,16 @@ func Run(opts Options) ([]*Summary, error) {
 	return summaries, f.Close()
 }
 
+// DefaultCoverage is the FGD paper's: the most frequent shapes covering 95% of pods.
+const DefaultCoverage = 0.95
+
 func runPolicy(opts Options, nodes []Node, pods []Pod, p *policy.Policy, name, dir string) (*Summary, error) {
+	if opts.Coverage == 0 {
+		opts.Coverage = p.Coverage
+	}
+	if opts.Coverage == 0 {
+		opts.Coverage = DefaultCoverage
+	}
 	type out struct {
 		fig   SeedFigures
 		curve []Point

@@ -24,7 +24,7 @@ func TestLoadDefaultValidate(t *testing.T) {
 		check   func(*Config) bool
 	}{
 		{"empty file takes every default", "", "", func(c *Config) bool {
-			return c.Port == DefaultPort && c.Policy == "binpack" && c.MemoryUnit == "GiB" && c.BindTimeout.Duration == 30*time.Second
+			return c.Port == DefaultPort && c.Policy == "fill" && c.MemoryUnit == "GiB" && c.BindTimeout.Duration == 30*time.Second
 		}},
 		{"fields are read", "port: 12345\npolicy: binpack\nmemoryUnit: MiB\nbindTimeout: 5s\n", "", func(c *Config) bool {
 			return c.Port == 12345 && c.Policy == "binpack" && c.MemoryUnit == "MiB" && c.BindTimeout.Duration == 5*time.Second

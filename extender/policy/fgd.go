@@ -5,8 +5,6 @@ import (
 	"sort"
 	"strings"
 	"sync"
-
-	"github.com/gpupack/gpupack/contract"
 )
 
 // Shape is one kind of pod in a workload: what FGD measures fragmentation
@@ -218,6 +216,7 @@ func fragmentation(n *Node, w *Workload, pos int, extra int64) float64 {
 func shapeFragment(n *Node, s *WeightedShape, pos int, extra int64) int64 {
 	var idle, frag int64
 	fit := 0
+	lastModel, checked, allowed := "", false, true
 	for i := range n.Cards {
 		c := &n.Cards[i]
 		if !c.Healthy {
@@ -230,7 +229,13 @@ func shapeFragment(n *Node, s *WeightedShape, pos int, extra int64) int64 {
 		if need == 0 { // whole card
 			need = c.Total
 		}
-		if free >= need && contract.ModelAllowed(s.models, c.Model) {
+		if free >= need {
+			// A node's cards are mostly of one model: ask once per model run.
+			if !checked || c.Model != lastModel {
+				lastModel, checked, allowed = c.Model, true, modelAllowed(s.models, c.Model)
+			}
+		}
+		if free >= need && allowed {
 			fit++
 		} else {
 			frag += free

@@ -2,7 +2,7 @@ package policy
 
 // Learner estimates the workload from the pods seen so far, by shape, as an
 // extender that cannot read the future must. The estimate is rebuilt once
-// the pods counted grew by 1% (every pod while fewer than 100 were seen), so
+// the pods counted grew by 5% (every pod while fewer than 20 were seen), so
 // that results computed against it can be reused meanwhile. It is not safe
 // for concurrent use: callers hold their own lock.
 type Learner struct {
@@ -29,7 +29,7 @@ func (l *Learner) Workload() *Workload {
 	if l.counted == 0 {
 		return nil
 	}
-	if l.w == nil || l.counted >= l.built+max(1, l.built/100) {
+	if l.w == nil || l.counted >= l.built+max(1, l.built/20) {
 		l.w, l.built = NewWorkload(l.shapes, l.coverage), l.counted
 	}
 	return l.w

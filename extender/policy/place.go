@@ -210,7 +210,7 @@ func neverFits(n *Node, r *Request, p *Policy, w *Workload) bool {
 	big := 0
 	for i := range n.Cards {
 		card := &n.Cards[i]
-		if contract.ModelAllowed(r.Models, card.Model) && card.Total >= c.PerCard() {
+		if modelAllowed(r.Models, card.Model) && card.Total >= c.PerCard() {
 			big++
 		}
 	}

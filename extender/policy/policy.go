@@ -27,10 +27,9 @@ const (
 )
 
 // Default is the policy the extender uses when none is configured: the one
-// that leaves the fewest GPUs unallocated on the openb trace as this code
-// replays it (BenchmarkFilterPrioritizeTrace -v, default workload at 100%
-// arrived, seeds 42-44: binpack 5.54/5.66/5.54%, fgd 5.84/6.10/5.72%).
-const Default = Binpack
+// that leaves the fewest GPUs unallocated when the openb trace is replayed
+// through this code by cmd/gpupack-sim (sim/README.md has the figures).
+const Default = Fill
 
 // Policy is a pair of pure functions.
 type Policy struct {
@@ -43,6 +42,9 @@ type Policy struct {
 	NodeScore func(before, after *Node, w *Workload) float64
 	// NeedsWorkload tells whether the policy reads the workload estimate.
 	NeedsWorkload bool
+	// Coverage is the share of pods (0..1] whose shapes the policy wants its
+	// workload estimate to keep; 0 leaves it to the caller's setting.
+	Coverage float64
 }
 
 var registry = map[Name]*Policy{}

@@ -108,5 +108,19 @@ func (r *Request) shareTotal() int64 {
 
 // eligible reports whether a card may hold any share of r.
 func (r *Request) eligible(c *Card) bool {
-	return c.Healthy && contract.ModelAllowed(r.Models, c.Model)
+	return c.Healthy && modelAllowed(r.Models, c.Model)
+}
+
+// modelAllowed is contract.ModelAllowed with a fast path for the exact
+// names that most requests and cards share.
+func modelAllowed(allowed []string, model string) bool {
+	if len(allowed) == 0 {
+		return true
+	}
+	for _, a := range allowed {
+		if a == model {
+			return true
+		}
+	}
+	return contract.ModelAllowed(allowed, model)
 }
