@@ -7,10 +7,11 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/gpupack/gpupack/extender.Version=$(VERSION) -X main.Version=$(VERSION)
 FUZZTIME ?= 30s
 BENCHTIME ?= 1s
+TRACE ?= ../shared/traces/openb
 # go-nvml's cgo bindings name deprecated NVML calls; the warnings are theirs.
 export CGO_CFLAGS ?= -O2 -g -Wno-deprecated-declarations
 
-.PHONY: help build test unit e2e demo throughput verify fmt lint bench fuzz clean manifests
+.PHONY: help build test unit e2e demo throughput verify fmt lint bench fuzz clean manifests sim
 
 help: ## list the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
@@ -64,6 +65,9 @@ lint: verify ## alias of verify (no external linter is vendored)
 
 bench: ## run the benchmarks (BENCHTIME=1s)
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) $(PKGS)
+
+sim: ## replay the openb trace (../shared/traces) through the policies: POLICY=default WORKLOAD=default SEEDS=42-51, outputs in bin/sim/<workload>
+	CGO_ENABLED=0 $(GO) run ./cmd/gpupack-sim --nodes $(TRACE)/openb_node_list_gpu_node.csv --pods $(TRACE)/openb_pod_list_$(or $(WORKLOAD),default).csv --policy $(or $(POLICY),default) --seeds $(or $(SEEDS),42-51) --out $(BIN)/sim/$(or $(WORKLOAD),default)
 
 fuzz: ## run each fuzz target for FUZZTIME (30s)
 	@set -e; for pkg in $$($(GO) list $(PKGS)); do \

@@ -2,13 +2,12 @@ package extender
 
 import (
 	"context"
-	"encoding/csv"
 	"fmt"
 	"math/rand"
 	"os"
 	"path/filepath"
-	"sort"
 	"strconv"
+	"strings"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
@@ -23,6 +22,7 @@ import (
 	"github.com/gpupack/gpupack/extender/cache"
 	"github.com/gpupack/gpupack/extender/config"
 	"github.com/gpupack/gpupack/internal/fixture"
+	"github.com/gpupack/gpupack/sim"
 )
 
 // traceDir is the openb trace shipped beside the repository (../shared).
@@ -43,105 +43,60 @@ func benchServer(b *testing.B, pol string, unit contract.Unit) *Server {
 	return srv
 }
 
-// traceNode is one row of the openb node list.
-type traceNode struct {
-	name        string
-	cpu, mem    int64
-	gpus        int
-	model       string
-	podCapacity int
-}
-
-type tracePod struct {
-	name          string
-	cpu, mem      int64
-	numGPU, milli int64
-	spec          string
-}
-
-func readCSV(b *testing.B, file string) [][]string {
-	b.Helper()
-	f, err := os.Open(filepath.Join(traceDir, file))
-	if err != nil {
-		b.Skipf("trace not available: %v", err)
-	}
-	defer f.Close()
-	rows, err := csv.NewReader(f).ReadAll()
-	if err != nil {
-		b.Fatal(err)
-	}
-	return rows[1:]
-}
-
-func atoi(b *testing.B, s string) int64 {
-	v, err := strconv.ParseInt(s, 10, 64)
-	if err != nil {
-		b.Fatal(err)
-	}
-	return v
-}
-
 // traceNodes are the openb GPU nodes with cards of 1000 units each, so that
 // memory units are thousandths of a card, as the trace counts them.
 func traceNodes(b *testing.B) []*corev1.Node {
+	nodes, err := sim.ReadNodes(filepath.Join(traceDir, "openb_node_list_gpu_node.csv"))
+	if err != nil {
+		b.Skipf("trace not available: %v", err)
+	}
 	var out []*corev1.Node
-	for _, r := range readCSV(b, "openb_node_list_gpu_node.csv") {
-		n := fixture.MakeNode(r[0])
-		n.Status.Allocatable[corev1.ResourceCPU] = *resource.NewMilliQuantity(atoi(b, r[1]), resource.DecimalSI)
-		n.Status.Allocatable[corev1.ResourceMemory] = *resource.NewQuantity(atoi(b, r[2])<<20, resource.BinarySI)
-		sizes := make([]int64, atoi(b, r[3]))
+	for _, tn := range nodes {
+		n := fixture.MakeNode(tn.Name)
+		n.Status.Allocatable[corev1.ResourceCPU] = *resource.NewMilliQuantity(tn.CPUMilli, resource.DecimalSI)
+		n.Status.Allocatable[corev1.ResourceMemory] = *resource.NewQuantity(tn.MemoryMiB<<20, resource.BinarySI)
+		sizes := make([]int64, tn.GPUs)
 		for i := range sizes {
-			sizes[i] = 1000
+			sizes[i] = sim.CardUnits
 		}
-		out = append(out, n.Cards(r[4], sizes...).Obj())
+		out = append(out, n.Cards(tn.Model, sizes...).Obj())
 	}
 	return out
 }
 
-// tracePods are the workload's pods in the published order: sorted by name,
-// shuffled with the seed, inflated to 130% of the cluster's GPUs.
+// tracePods are the workload's pods in the published order (sim.Order:
+// sorted by name, shuffled with the seed, inflated to 130% of the
+// cluster's GPUs), as pods the extender reads.
 func tracePods(b *testing.B, workload string, seed int64, capacity int64) []*corev1.Pod {
-	var pods []tracePod
-	for _, r := range readCSV(b, "openb_pod_list_"+workload+".csv") {
-		p := tracePod{name: r[0], cpu: atoi(b, r[1]), mem: atoi(b, r[2]), numGPU: atoi(b, r[3]), milli: atoi(b, r[4])}
-		if len(r) > 5 {
-			p.spec = r[5]
-		}
-		pods = append(pods, p)
+	nodes, err := sim.ReadNodes(filepath.Join(traceDir, "openb_node_list_gpu_node.csv"))
+	if err != nil {
+		b.Skipf("trace not available: %v", err)
 	}
-	sort.Slice(pods, func(i, j int) bool { return pods[i].name < pods[j].name })
-	rng := rand.New(rand.NewSource(seed))
-	rng.Shuffle(len(pods), func(i, j int) { pods[i], pods[j] = pods[j], pods[i] })
-	var total int64
-	for _, p := range pods {
-		total += p.numGPU * p.milli
+	pods, err := sim.ReadPods(filepath.Join(traceDir, "openb_pod_list_"+workload+".csv"), sim.Models(nodes))
+	if err != nil {
+		b.Fatal(err)
 	}
-	orig := len(pods)
-	for {
-		p := pods[rng.Intn(orig)]
-		if total+p.numGPU*p.milli > capacity*13/10 {
-			break
-		}
-		total += p.numGPU * p.milli
-		pods = append(pods, p)
-	}
-	out := make([]*corev1.Pod, len(pods))
-	for i, p := range pods {
-		w := fixture.MakePod().Name(fmt.Sprintf("%s-%d", p.name, i))
-		cpu := strconv.FormatInt(p.cpu, 10) + "m"
+	seq := sim.Order(pods, seed, capacity)
+	out := make([]*corev1.Pod, len(seq))
+	for i, pi := range seq {
+		p := pods[pi]
+		w := fixture.MakePod().Name(fmt.Sprintf("%s-%d", p.Name, i))
+		cpu := strconv.FormatInt(p.CPUMilli, 10) + "m"
 		switch {
-		case p.numGPU == 0:
+		case p.NumGPU == 0:
 			w.Container("", "", cpu)
-		case p.milli < 1000:
-			w.Container(strconv.FormatInt(p.milli, 10), "", cpu)
+		case p.GPUMilli < sim.CardUnits && p.NumGPU == 1:
+			w.Container(strconv.FormatInt(p.GPUMilli, 10), "", cpu)
+		case p.GPUMilli < sim.CardUnits:
+			w.Container(strconv.FormatInt(p.GPUMilli*p.NumGPU, 10), strconv.FormatInt(p.NumGPU, 10), cpu)
 		default:
-			w.Container("", strconv.FormatInt(p.numGPU, 10), cpu)
+			w.Container("", strconv.FormatInt(p.NumGPU, 10), cpu)
 		}
-		if p.spec != "" {
-			w.Models(p.spec)
+		if len(p.Models) > 0 {
+			w.Models(strings.Join(p.Models, "|"))
 		}
 		pod := w.Obj()
-		mem := *resource.NewQuantity(p.mem<<20, resource.BinarySI)
+		mem := *resource.NewQuantity(p.MemoryMiB<<20, resource.BinarySI)
 		pod.Spec.Containers[0].Resources.Limits[corev1.ResourceMemory] = mem
 		pod.Spec.Containers[0].Resources.Requests[corev1.ResourceMemory] = mem
 		out[i] = pod
@@ -218,7 +173,7 @@ func replay(b *testing.B, srv *Server, names []string, pods []*corev1.Pod, capac
 // the default workload (seed 42, or GPUPACK_TRACE_SEED) to 100% arrived
 // through the same code; -v logs the unallocated GPU % it left.
 func BenchmarkFilterPrioritizeTrace(b *testing.B) {
-	for _, pol := range []string{"binpack", "spread", "fgd"} {
+	for _, pol := range []string{"fill", "binpack", "spread", "fgd"} {
 		b.Run(pol, func(b *testing.B) {
 			srv := benchServer(b, pol, contract.MiB)
 			var names []string
@@ -232,7 +187,10 @@ func BenchmarkFilterPrioritizeTrace(b *testing.B) {
 			}
 			seed := int64(42)
 			if v := os.Getenv("GPUPACK_TRACE_SEED"); v != "" {
-				seed = atoi(b, v)
+				var err error
+				if seed, err = strconv.ParseInt(v, 10, 64); err != nil {
+					b.Fatalf("GPUPACK_TRACE_SEED: %v", err)
+				}
 			}
 			pods := tracePods(b, "default", seed, capacity)
 			for _, p := range pods {
