@@ -1,8 +1,9 @@
 // Package policy decides where a GPU-sharing pod goes: which node, and which
 // cards on it. Everything here is a pure function of the state it is given
 // (nodes, cards, a request, a workload estimate): no clients, no clocks, no
-// locks. The extender's HTTP handlers and the trace simulator run this same
-// code, so there is one implementation of every policy.
+// locks (a workload builds its derived indexes once, under a sync.Once). The
+// extender's HTTP handlers and the trace simulator (sim, cmd/gpupack-sim) run
+// this same code, so there is one implementation of every policy.
 //
 // A Policy is a pair of pure functions registered by name: a card cost, which
 // chooses cards inside a node, and a node score, which ranks nodes. Place
