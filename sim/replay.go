@@ -129,18 +129,24 @@ func Replay(cfg Config) (*Result, error) {
 		}
 		keys[i] = keyOf[k]
 	}
+	cards := map[string]int64{}
+	for _, n := range cfg.Nodes {
+		cards[n.Model] += int64(n.GPUs)
+	}
 	var learner *policy.Learner
 	var fixed *policy.Workload
 	if cfg.Policy.NeedsWorkload {
 		switch cfg.Workload {
 		case Trace:
 			all := policy.NewLearner(cfg.Coverage)
+			all.SetCapacity(cards)
 			for _, r := range reqs {
 				all.Observe(r)
 			}
 			fixed = all.Workload()
 		case Seen, "":
 			learner = policy.NewLearner(cfg.Coverage)
+			learner.SetCapacity(cards)
 		default:
 			return nil, fmt.Errorf("unknown workload source %q: want %s or %s", cfg.Workload, Seen, Trace)
 		}

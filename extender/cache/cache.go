@@ -283,8 +283,27 @@ func (c *Cache) Workload() *policy.Workload {
 	defer c.mu.Unlock()
 	if stale() {
 		c.workload, c.built = policy.NewWorkload(c.shapes, c.opts.Coverage), c.counted
+		c.workload.SetCapacity(c.cardsByModel())
 	}
 	return c.workload
+}
+
+// cardsByModel counts the healthy cards of the known nodes by model (the
+// fill policy weighs model-limited pods by how scarce their models are).
+// Callers hold c.mu.
+func (c *Cache) cardsByModel() map[string]int64 {
+	out := map[string]int64{}
+	for _, ns := range c.nodes {
+		if !ns.exists {
+			continue
+		}
+		for i := range ns.pn.Cards {
+			if card := &ns.pn.Cards[i]; card.Healthy {
+				out[card.Model]++
+			}
+		}
+	}
+	return out
 }
 
 // reconcile recounts a node's cards from its pods: trusted decisions first,

@@ -54,6 +54,8 @@ type Workload struct {
 	// model by ascending share, whole cards on any model, pods without GPU,
 	// and the rest (model constraints), which take the card-by-card path.
 	byShare, whole, noGPU, other []int
+	// capacity is the cluster's healthy cards by model (nil: unknown).
+	capacity map[string]int64
 	// The GPU shapes grouped for the fill policy, made at first use.
 	groupsOnce sync.Once
 	groups     []fillGroup
@@ -124,6 +126,13 @@ func NewWorkload(counts map[Shape]int64, coverage float64) *Workload {
 	}
 	w.index()
 	return w
+}
+
+// SetCapacity tells the workload how many cards of each model the cluster
+// has, so that a shape limited to scarce models weighs more (fill). Call it
+// before the workload is used.
+func (w *Workload) SetCapacity(cards map[string]int64) {
+	w.capacity = cards
 }
 
 func splitModels(s string) []string {

@@ -9,7 +9,9 @@ import "sort"
 // node could still take as many pods of that shape as both its cards (room
 // per card, models) and its CPU allow; the node's idle GPU beyond what those
 // pods would use is unfillable for that shape. The node's unfillable GPU is
-// that amount weighted by the shapes' frequencies. Unlike FGD's one-more-pod
+// that amount weighted by the shapes' frequencies (a shape limited to some
+// card models weighs more as those models are scarcer in the cluster: all
+// cards over the cards it may use). Unlike FGD's one-more-pod
 // test, it sees GPU stranded by CPU running out, and the leftovers inside
 // cards that no number of pods of a shape can use. The node score is the
 // fall of unfillable GPU plus half the fall of FGD's fragmentation (which
@@ -55,6 +57,9 @@ type fillGroup struct {
 	// shapes by ascending CPU, and prefix[k] the weight of the first k.
 	shapes []int
 	prefix []float64
+	// scarcity is the cluster's cards over the cards the shapes may use (1
+	// without a model limit or without a known capacity).
+	scarcity float64
 }
 
 // fillGroups groups w's GPU shapes by what they ask of the cards, once.
@@ -78,6 +83,7 @@ func (w *Workload) fillGroups() []fillGroup {
 		}
 		for gi := range w.groups {
 			g := &w.groups[gi]
+			g.scarcity = scarcity(w.capacity, g.models)
 			sort.SliceStable(g.shapes, func(a, b int) bool { return w.Shapes[g.shapes[a]].CPUMilli < w.Shapes[g.shapes[b]].CPUMilli })
 			g.prefix = make([]float64, len(g.shapes)+1)
 			for k, si := range g.shapes {
@@ -157,12 +163,33 @@ func unfillable(n *Node, w *Workload, pos int, extra int64) float64 {
 		if cpu >= 0 && pods > 0 {
 			k = sort.Search(len(g.shapes), func(j int) bool { return w.Shapes[g.shapes[j]].CPUMilli*pods > cpu })
 		}
-		f += g.prefix[k] * float64(idle-min(pods*per, idle))
+		f += g.scarcity * g.prefix[k] * float64(idle-min(pods*per, idle))
 		for _, si := range g.shapes[k:] {
 			s := &w.Shapes[si]
 			p := min(pods, cpu/s.CPUMilli)
-			f += s.Weight * float64(idle-min(p*per, idle))
+			f += g.scarcity * s.Weight * float64(idle-min(p*per, idle))
 		}
 	}
 	return f / w.gpuWeight
+}
+
+// scarcity is how much rarer the cards a model-limited shape may use are
+// than cards at large: all cards over the allowed ones. A room for a pod
+// that only a few nodes can take is worth that much more than one any node
+// offers.
+func scarcity(capacity map[string]int64, models []string) float64 {
+	if len(models) == 0 || len(capacity) == 0 {
+		return 1
+	}
+	var all, allowed int64
+	for m, n := range capacity {
+		all += n
+		if modelAllowed(models, m) {
+			allowed += n
+		}
+	}
+	if allowed == 0 {
+		return 1
+	}
+	return float64(all) / float64(allowed)
 }

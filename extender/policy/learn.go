@@ -10,6 +10,14 @@ type Learner struct {
 	shapes         map[Shape]int64
 	counted, built int64
 	w              *Workload
+	capacity       map[string]int64
+}
+
+// SetCapacity gives every workload built from now on the cluster's cards by
+// model (see Workload.SetCapacity).
+func (l *Learner) SetCapacity(cards map[string]int64) {
+	l.capacity = cards
+	l.w = nil
 }
 
 // NewLearner returns a learner that keeps the most frequent shapes covering
@@ -31,6 +39,7 @@ func (l *Learner) Workload() *Workload {
 	}
 	if l.w == nil || l.counted >= l.built+max(1, l.built/20) {
 		l.w, l.built = NewWorkload(l.shapes, l.coverage), l.counted
+		l.w.SetCapacity(l.capacity)
 	}
 	return l.w
 }
