@@ -54,6 +54,9 @@ type Workload struct {
 	// model by ascending share, whole cards on any model, pods without GPU,
 	// and the rest (model constraints), which take the card-by-card path.
 	byShare, whole, noGPU, other []int
+	// other grouped by what the shapes ask of the cards (share, cards,
+	// models): they differ in CPU only, so the cards are walked once a group.
+	otherGroups [][]int
 	// capacity is the cluster's healthy cards by model (nil: unknown).
 	capacity map[string]int64
 	// The GPU shapes grouped for the fill policy, made at first use.
@@ -78,6 +81,18 @@ func (w *Workload) index() {
 		}
 	}
 	sort.SliceStable(w.byShare, func(a, b int) bool { return w.Shapes[w.byShare[a]].Share < w.Shapes[w.byShare[b]].Share })
+	at := map[Shape]int{}
+	for _, i := range w.other {
+		s := &w.Shapes[i]
+		key := Shape{Share: s.Share, Cards: s.Cards, Models: s.Models}
+		g, ok := at[key]
+		if !ok {
+			g = len(w.otherGroups)
+			at[key] = g
+			w.otherGroups = append(w.otherGroups, nil)
+		}
+		w.otherGroups[g] = append(w.otherGroups[g], i)
+	}
 }
 
 // NewWorkload keeps the most frequent shapes that together cover coverage
@@ -214,8 +229,16 @@ func fragmentation(n *Node, w *Workload, pos int, extra int64) float64 {
 	for _, si := range w.noGPU {
 		f += w.Shapes[si].Weight * float64(idle)
 	}
-	for _, si := range w.other {
-		f += w.Shapes[si].Weight * float64(shapeFragment(n, &w.Shapes[si], pos, extra))
+	for _, g := range w.otherGroups {
+		frag := cardFragment(n, &w.Shapes[g[0]], pos, extra)
+		for _, si := range g {
+			s := &w.Shapes[si]
+			if cpuShort(s) {
+				f += s.Weight * float64(idle)
+			} else {
+				f += s.Weight * float64(frag)
+			}
+		}
 	}
 	return f
 }
@@ -223,6 +246,27 @@ func fragmentation(n *Node, w *Workload, pos int, extra int64) float64 {
 // shapeFragment is one shape's fragmentation, card by card: the definition
 // that fragmentation's one-pass groups must agree with.
 func shapeFragment(n *Node, s *WeightedShape, pos int, extra int64) int64 {
+	if n.Resources && n.CPUFree < s.CPUMilli {
+		return idleWith(n, pos, extra)
+	}
+	return cardFragment(n, s, pos, extra)
+}
+
+// idleWith is the healthy cards' free memory with extra units at pos.
+func idleWith(n *Node, pos int, extra int64) int64 {
+	var idle int64
+	for i := range n.Cards {
+		if c := &n.Cards[i]; c.Healthy {
+			idle += max(c.Total-usedWith(c, i, pos, extra), 0)
+		}
+	}
+	return idle
+}
+
+// cardFragment is shapeFragment as the cards alone say, CPU aside: all the
+// idle memory if fewer cards than the shape needs could take it (room and
+// model), else the idle memory of the cards that could not.
+func cardFragment(n *Node, s *WeightedShape, pos int, extra int64) int64 {
 	var idle, frag int64
 	fit := 0
 	lastModel, checked, allowed := "", false, true
@@ -250,7 +294,7 @@ func shapeFragment(n *Node, s *WeightedShape, pos int, extra int64) int64 {
 			frag += free
 		}
 	}
-	if s.Cards == 0 || (n.Resources && n.CPUFree < s.CPUMilli) || fit < s.Cards {
+	if s.Cards == 0 || fit < s.Cards {
 		return idle
 	}
 	return frag
