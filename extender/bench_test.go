@@ -21,6 +21,7 @@ import (
 	"github.com/gpupack/gpupack/contract"
 	"github.com/gpupack/gpupack/extender/cache"
 	"github.com/gpupack/gpupack/extender/config"
+	"github.com/gpupack/gpupack/extender/policy"
 	"github.com/gpupack/gpupack/internal/fixture"
 	"github.com/gpupack/gpupack/sim"
 )
@@ -32,7 +33,11 @@ var traceDir = filepath.Join("..", "..", "shared", "traces", "openb")
 func benchServer(b *testing.B, pol string, unit contract.Unit) *Server {
 	b.Helper()
 	klog.SetLogger(klog.Background().V(10)) // quiet
-	c := cache.New(cache.Options{Unit: unit, SigningKey: testKey, Coverage: config.DefaultCoverage, Logger: klog.Background().V(10)})
+	p, err := policy.Get(policy.Name(pol))
+	if err != nil {
+		b.Fatal(err)
+	}
+	c := cache.New(cache.Options{Unit: unit, SigningKey: testKey, Coverage: p.WorkloadCoverage(0), Logger: klog.Background().V(10)})
 	client := fake.NewClientset()
 	cfg := &config.Config{Policy: pol, MemoryUnit: string(unit)}
 	config.SetDefaults(cfg)

@@ -25,6 +25,7 @@ import (
 	"github.com/gpupack/gpupack/contract"
 	"github.com/gpupack/gpupack/extender/cache"
 	"github.com/gpupack/gpupack/extender/config"
+	"github.com/gpupack/gpupack/extender/policy"
 )
 
 var testKey = []byte("test-signing-key-0123456789")
@@ -53,7 +54,11 @@ func newEnvWith(t testing.TB, cfg *config.Config, objs ...runtime.Object) *env {
 	e.client.PrependReactor("create", "pods", e.bindReactor)
 	config.SetDefaults(cfg)
 	unit, _ := contract.ParseUnit(cfg.MemoryUnit)
-	e.cache = cache.New(cache.Options{Unit: unit, SigningKey: testKey, Coverage: cfg.FGDCoverage})
+	pol, err := policy.Get(policy.Name(cfg.Policy))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.cache = cache.New(cache.Options{Unit: unit, SigningKey: testKey, Coverage: pol.WorkloadCoverage(cfg.FGDCoverage)})
 	factory := informers.NewSharedInformerFactory(e.client, 0)
 	synced, err := e.cache.Watch(factory)
 	if err != nil {

@@ -13,6 +13,7 @@ import (
 	"github.com/gpupack/gpupack/contract"
 	"github.com/gpupack/gpupack/extender/cache"
 	"github.com/gpupack/gpupack/extender/config"
+	"github.com/gpupack/gpupack/extender/policy"
 )
 
 // Run starts the informers and serves the extender until ctx ends. The
@@ -30,7 +31,11 @@ func Run(ctx context.Context, cfg *config.Config, client kubernetes.Interface) e
 	if cfg.SigningKeyFile == "" {
 		log.Info("No signingKeyFile configured: decisions are signed with a random key, so after a restart earlier decisions are checked for fit instead of trusted")
 	}
-	c := cache.New(cache.Options{Unit: unit, SigningKey: key, Coverage: cfg.FGDCoverage, Logger: log.WithName("cache")})
+	pol, err := policy.Get(policy.Name(cfg.Policy))
+	if err != nil {
+		return err
+	}
+	c := cache.New(cache.Options{Unit: unit, SigningKey: key, Coverage: pol.WorkloadCoverage(cfg.FGDCoverage), Logger: log.WithName("cache")})
 	factory := informers.NewSharedInformerFactory(client, 0)
 	synced, err := c.Watch(factory)
 	if err != nil {

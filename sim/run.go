@@ -22,7 +22,7 @@ type Options struct {
 	Seeds               []int64
 	Workload            WorkloadSource
 	// Coverage is the share of pods whose shapes the workload estimate keeps;
-	// 0: the policy's own (Policy.Coverage), else DefaultCoverage.
+	// 0: the policy's own (Policy.WorkloadCoverage).
 	Coverage float64
 	Cold     bool
 	Ties     TieBreak
@@ -129,16 +129,8 @@ func Run(opts Options) ([]*Summary, error) {
 	return summaries, f.Close()
 }
 
-// DefaultCoverage is the FGD paper's: the most frequent shapes covering 95% of pods.
-const DefaultCoverage = 0.95
-
 func runPolicy(opts Options, nodes []Node, pods []Pod, p *policy.Policy, name, dir string) (*Summary, error) {
-	if opts.Coverage == 0 {
-		opts.Coverage = p.Coverage
-	}
-	if opts.Coverage == 0 {
-		opts.Coverage = DefaultCoverage
-	}
+	opts.Coverage = p.WorkloadCoverage(opts.Coverage)
 	type out struct {
 		fig   SeedFigures
 		curve []Point

@@ -120,7 +120,7 @@ as the published FGD runs did).`,
 	f.StringVar(&opts.Out, "out", "", "output folder (created)")
 	f.StringVar(&workload, "workload", string(sim.Seen), "what fragmentation is measured against: seen (pods arrived so far) or trace (the whole file)")
 	f.StringVar(&ties, "ties", string(sim.TieFirst), "which of the best-scored nodes gets a pod: first (in the node list's order; reproduces the published figures) or random (kube-scheduler's rule)")
-	f.Float64Var(&opts.Coverage, "coverage", 0, fmt.Sprintf("share of pods whose shapes the workload estimate keeps (0: the policy's own, %.2f for fill; else %.2f as in the paper)", fillCoverage(), sim.DefaultCoverage))
+	f.Float64Var(&opts.Coverage, "coverage", 0, fmt.Sprintf("share of pods whose shapes the workload estimate keeps (0: the policy's own, %.2f for fill; else %.2f as in the paper)", fillCoverage(), policy.DefaultCoverage))
 	f.BoolVar(&opts.Cold, "cold", false, "rate every node for every pod (no reuse of unchanged nodes' results): the decision time of a cold cache")
 	f.IntVar(&opts.Parallel, "parallel", 0, "seeds replayed at once (0: one per CPU)")
 	for _, name := range []string{"nodes", "pods", "out"} {

@@ -21,7 +21,8 @@ type Options struct {
 	// SigningKey verifies the signatures of decisions at rebuild. Empty: no
 	// annotation is trusted as a decision (each is used only where it fits).
 	SigningKey []byte
-	// Coverage is the fraction of pods the FGD workload estimate keeps.
+	// Coverage is the fraction of pods the workload estimate keeps (its
+	// most frequent shapes); see policy.Policy.WorkloadCoverage.
 	Coverage float64
 	// Logger logs state changes that need an operator's eye.
 	Logger klog.Logger
@@ -41,14 +42,10 @@ type Cache struct {
 	mu    sync.RWMutex
 	nodes map[string]*nodeState
 	pods  map[types.UID]*podState
-	// shapes counts every pod seen, by shape (the FGD workload estimate);
-	// learned remembers which pods were counted.
-	shapes   map[policy.Shape]int64
-	learned  map[types.UID]struct{}
-	workload *policy.Workload
-	// counted is how many pods the shapes count; built how many the
-	// workload was built from.
-	counted, built int64
+	// learner counts every pod seen, by shape (the workload estimate of
+	// fill and fgd); learned remembers which pods were counted.
+	learner *policy.Learner
+	learned map[types.UID]struct{}
 	// gen changes whenever any node's cards do.
 	gen uint64
 }
@@ -75,7 +72,7 @@ func New(opts Options) *Cache {
 		opts:    opts,
 		nodes:   map[string]*nodeState{},
 		pods:    map[types.UID]*podState{},
-		shapes:  map[policy.Shape]int64{},
+		learner: policy.NewLearner(opts.Coverage),
 		learned: map[types.UID]struct{}{},
 	}
 }
@@ -264,28 +261,28 @@ func (c *Cache) learn(uid types.UID, req *policy.Request) {
 		return
 	}
 	c.learned[uid] = struct{}{}
-	c.shapes[policy.ShapeOf(req)]++
-	c.counted++
+	c.learner.Observe(req)
 }
 
-// Workload is the FGD target workload: the shapes of every pod seen so far.
-// It is rebuilt once the pods counted grew by 1% (every pod while fewer
-// than 100 were seen), so that results that depend on it can be reused.
+// Workload is the target workload of fill and fgd: the shapes of every pod
+// seen so far (nil before the first). The learner rebuilds it as the pods
+// seen grow (policy.Learner), with the cluster's cards by model as they are
+// then, so that results that depend on it can be reused meanwhile: the
+// simulator replays the trace through the same learner.
 func (c *Cache) Workload() *policy.Workload {
-	stale := func() bool { return c.workload == nil || c.counted >= c.built+max(1, c.built/100) }
 	c.mu.RLock()
-	w, ok := c.workload, !stale()
+	w, fresh := c.learner.Fresh()
 	c.mu.RUnlock()
-	if ok {
+	if fresh {
 		return w
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if stale() {
-		c.workload, c.built = policy.NewWorkload(c.shapes, c.opts.Coverage), c.counted
-		c.workload.SetCapacity(c.cardsByModel())
+	if w, fresh := c.learner.Fresh(); fresh {
+		return w
 	}
-	return c.workload
+	c.learner.SetCapacity(c.cardsByModel())
+	return c.learner.Workload()
 }
 
 // cardsByModel counts the healthy cards of the known nodes by model (the

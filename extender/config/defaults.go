@@ -12,7 +12,6 @@ import (
 // Defaults.
 const (
 	DefaultPort        = 39999
-	DefaultCoverage    = 0.95
 	DefaultParallelism = 16
 	DefaultBindTimeout = 30 * time.Second
 	DefaultClientQPS   = 100
@@ -36,9 +35,6 @@ func SetDefaults(c *Config) {
 	}
 	if c.MemoryUnit == "" {
 		c.MemoryUnit = string(contract.DefaultUnit)
-	}
-	if c.FGDCoverage == 0 {
-		c.FGDCoverage = DefaultCoverage
 	}
 	if c.Parallelism == 0 {
 		c.Parallelism = DefaultParallelism

@@ -32,12 +32,23 @@ func (l *Learner) Observe(r *Request) {
 	l.counted++
 }
 
+// Fresh returns the current estimate and true when Workload would not
+// rebuild it, without changing the learner (callers under a read lock).
+func (l *Learner) Fresh() (*Workload, bool) {
+	if l.counted == 0 {
+		return nil, true
+	}
+	return l.w, !l.stale()
+}
+
+func (l *Learner) stale() bool { return l.w == nil || l.counted >= l.built+max(1, l.built/20) }
+
 // Workload returns the current estimate (nil before any pod was seen).
 func (l *Learner) Workload() *Workload {
 	if l.counted == 0 {
 		return nil
 	}
-	if l.w == nil || l.counted >= l.built+max(1, l.built/20) {
+	if l.stale() {
 		l.w, l.built = NewWorkload(l.shapes, l.coverage), l.counted
 		l.w.SetCapacity(l.capacity)
 	}

@@ -43,8 +43,25 @@ type Policy struct {
 	// NeedsWorkload tells whether the policy reads the workload estimate.
 	NeedsWorkload bool
 	// Coverage is the share of pods (0..1] whose shapes the policy wants its
-	// workload estimate to keep; 0 leaves it to the caller's setting.
+	// workload estimate to keep; 0: DefaultCoverage.
 	Coverage float64
+}
+
+// DefaultCoverage is the FGD paper's: the most frequent shapes covering 95%
+// of pods.
+const DefaultCoverage = 0.95
+
+// WorkloadCoverage is the coverage a workload estimate for p keeps: the
+// configured one when set (above 0), else the policy's own, else
+// DefaultCoverage. The extender and the simulator both ask here.
+func (p *Policy) WorkloadCoverage(configured float64) float64 {
+	switch {
+	case configured > 0:
+		return configured
+	case p.Coverage > 0:
+		return p.Coverage
+	}
+	return DefaultCoverage
 }
 
 var registry = map[Name]*Policy{}
