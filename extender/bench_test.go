@@ -30,7 +30,7 @@ import (
 var traceDir = filepath.Join("..", "..", "shared", "traces", "openb")
 
 // benchServer is a server over a cache filled directly, without informers.
-func benchServer(b *testing.B, pol string, unit contract.Unit) *Server {
+func benchServer(b testing.TB, pol string, unit contract.Unit) *Server {
 	b.Helper()
 	klog.SetLogger(klog.Background().V(10)) // quiet
 	p, err := policy.Get(policy.Name(pol))
@@ -55,6 +55,11 @@ func traceNodes(b *testing.B) []*corev1.Node {
 	if err != nil {
 		b.Skipf("trace not available: %v", err)
 	}
+	return kubeNodes(nodes)
+}
+
+// kubeNodes are trace nodes as the extender reads them.
+func kubeNodes(nodes []sim.Node) []*corev1.Node {
 	var out []*corev1.Node
 	for _, tn := range nodes {
 		n := fixture.MakeNode(tn.Name)
@@ -81,7 +86,12 @@ func tracePods(b *testing.B, workload string, seed int64, capacity int64) []*cor
 	if err != nil {
 		b.Fatal(err)
 	}
-	seq := sim.Order(pods, seed, capacity)
+	return kubePods(pods, sim.Order(pods, seed, capacity))
+}
+
+// kubePods are the trace pods seq names, in that order, as pods the
+// extender reads.
+func kubePods(pods []sim.Pod, seq []int) []*corev1.Pod {
 	out := make([]*corev1.Pod, len(seq))
 	for i, pi := range seq {
 		p := pods[pi]
@@ -111,10 +121,14 @@ func tracePods(b *testing.B, workload string, seed int64, capacity int64) []*cor
 
 // replay schedules pods one at a time through the extender's own filter,
 // prioritize and assume, until arrived GPU demand reaches stopAt percent of
-// capacity; it returns the unallocated GPU percent then.
-func replay(b *testing.B, srv *Server, names []string, pods []*corev1.Pod, capacity int64, stopAt int64) float64 {
+// capacity; it returns the unallocated GPU percent then, and where each pod
+// went ("node cards", "" when it fit nowhere). With learn, each pod is shown
+// to the cache as it arrives, as the informer shows a new pod before
+// kube-scheduler asks about it.
+func replay(tb testing.TB, srv *Server, names []string, pods []*corev1.Pod, capacity int64, stopAt int64, learn bool) (float64, []string) {
 	ctx := context.Background()
 	var arrived, placed int64
+	var where []string
 	for _, pod := range pods {
 		req, _ := cache.RequestOf(pod)
 		var demand int64
@@ -129,6 +143,10 @@ func replay(b *testing.B, srv *Server, names []string, pods []*corev1.Pod, capac
 			break
 		}
 		arrived += demand
+		if learn {
+			srv.cache.SetPod(pod)
+		}
+		where = append(where, "")
 		if len(req.Containers) == 0 {
 			// CPU-only pods pass the extender's filter everywhere; in the
 			// published protocol the policy places them too.
@@ -141,15 +159,16 @@ func replay(b *testing.B, srv *Server, names []string, pods []*corev1.Pod, capac
 			}
 			if best != "" {
 				if err := srv.cache.Assume(pod, req, best, contract.Allocation{}); err != nil {
-					b.Fatal(err)
+					tb.Fatal(err)
 				}
+				where[len(where)-1] = best
 			}
 			continue
 		}
 		args := &extenderv1.ExtenderArgs{Pod: pod, NodeNames: &names}
 		fr, err := srv.Filter(ctx, args)
 		if err != nil {
-			b.Fatal(err)
+			tb.Fatal(err)
 		}
 		if len(*fr.NodeNames) == 0 {
 			continue
@@ -157,7 +176,7 @@ func replay(b *testing.B, srv *Server, names []string, pods []*corev1.Pod, capac
 		args.NodeNames = fr.NodeNames
 		pr, err := srv.Prioritize(ctx, args)
 		if err != nil {
-			b.Fatal(err)
+			tb.Fatal(err)
 		}
 		best := pr[0]
 		for _, h := range pr {
@@ -165,12 +184,14 @@ func replay(b *testing.B, srv *Server, names []string, pods []*corev1.Pod, capac
 				best = h
 			}
 		}
-		if _, err := srv.assume(ctx, pod, req, best.Host); err != nil {
-			b.Fatal(err)
+		d, err := srv.assume(ctx, pod, req, best.Host)
+		if err != nil {
+			tb.Fatal(err)
 		}
+		where[len(where)-1] = at(best.Host, d.Cards())
 		placed += demand
 	}
-	return 100 - float64(placed)*100/float64(capacity)
+	return 100 - float64(placed)*100/float64(capacity), where
 }
 
 // BenchmarkFilterPrioritizeTrace measures one filter and one prioritize for
@@ -201,7 +222,7 @@ func BenchmarkFilterPrioritizeTrace(b *testing.B) {
 			for _, p := range pods {
 				srv.cache.SetPod(p) // the workload estimate sees every pod
 			}
-			unalloc := replay(b, srv, names, pods, capacity, 100)
+			unalloc, _ := replay(b, srv, names, pods, capacity, 100, false)
 			pod := fixture.MakePod().Name("bench").Container("500", "", "4000m").Obj()
 			b.Logf("%s: unallocated GPU at 100%% arrived (default workload, seed %d): %.2f%%", pol, seed, unalloc)
 			benchVerbs(b, srv, pod, names)
