@@ -13,9 +13,14 @@ import "sort"
 // card models weighs more as those models are scarcer in the cluster: all
 // cards over the cards it may use). Unlike FGD's one-more-pod
 // test, it sees GPU stranded by CPU running out, and the leftovers inside
-// cards that no number of pods of a shape can use. The node score is the
-// fall of unfillable GPU plus half the fall of FGD's fragmentation (which
-// still says which cards a single next pod could not use at all), in cards.
+// cards that no number of pods of a shape can use. A node is filled by a mix
+// of shapes, not by one: the measure is 0.3 of that average plus 0.7 of the
+// idle GPU that even the best-filling common shape (the CPU-fitting shapes
+// of one card request, at least 1% of the pods) would leave, so GPU that a
+// common shape can still take whole (an empty 8-card node for 8-card pods)
+// does not count as lost. The node score is the fall of unfillable GPU plus
+// half the fall of FGD's fragmentation (which still says which cards a
+// single next pod could not use at all), in cards.
 //
 // Ties (identical nodes, or a pod that changes neither measure, such as a
 // CPU-only pod on a node with room) go to the node left with the least idle
@@ -25,6 +30,14 @@ const Fill Name = "fill"
 
 // fgdShare is how much of FGD's fragmentation fall the fill score adds.
 const fgdShare = 0.5
+
+// fillBest is how much of the unfillable GPU is what the best-filling
+// common shape would leave (the rest: the frequency-weighted average), and
+// fillCommon the least weight of a shape that counts as common.
+const (
+	fillBest   = 0.7
+	fillCommon = 0.01
+)
 
 func init() {
 	register(&Policy{
@@ -98,7 +111,9 @@ func (w *Workload) fillGroups() []fillGroup {
 // not fill, weighted by frequency, with extra units on n.Cards[pos] (pos -1:
 // none). A shape's pods on the node are bounded by its cards (room per card
 // and model) and its CPU; what those pods would not use of the idle GPU is
-// unfillable. Pods without GPU count through the CPU they leave.
+// unfillable. Pods without GPU count through the CPU they leave. The result
+// blends the weighted average with the least that a common shape leaves
+// (fillBest).
 func unfillable(n *Node, w *Workload, pos int, extra int64) float64 {
 	if w == nil {
 		return 0
@@ -127,6 +142,8 @@ func unfillable(n *Node, w *Workload, pos int, extra int64) float64 {
 		cpu = max(n.CPUFree, 0)
 	}
 	var f float64
+	// best: the least idle GPU a common shape would leave.
+	best := float64(idle)
 	for gi := range groups {
 		g := &groups[gi]
 		var slots, freeCards, freeUnits int64
@@ -163,14 +180,22 @@ func unfillable(n *Node, w *Workload, pos int, extra int64) float64 {
 		if cpu >= 0 && pods > 0 {
 			k = sort.Search(len(g.shapes), func(j int) bool { return w.Shapes[g.shapes[j]].CPUMilli*pods > cpu })
 		}
-		f += g.scarcity * g.prefix[k] * float64(idle-min(pods*per, idle))
+		left := float64(idle - min(pods*per, idle))
+		f += g.scarcity * g.prefix[k] * left
+		if k > 0 && g.prefix[k] >= fillCommon {
+			best = min(best, left)
+		}
 		for _, si := range g.shapes[k:] {
 			s := &w.Shapes[si]
 			p := min(pods, cpu/s.CPUMilli)
-			f += g.scarcity * s.Weight * float64(idle-min(p*per, idle))
+			left := float64(idle - min(p*per, idle))
+			f += g.scarcity * s.Weight * left
+			if s.Weight >= fillCommon {
+				best = min(best, left)
+			}
 		}
 	}
-	return f / w.gpuWeight
+	return (1-fillBest)*f/w.gpuWeight + fillBest*best
 }
 
 // scarcity is how much rarer the cards a model-limited shape may use are

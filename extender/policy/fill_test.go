@@ -25,14 +25,30 @@ func TestUnfillable(t *testing.T) {
 		counts: map[Shape]int64{share300: 1}, want: 200,
 	}, {
 		// whole cards: only card 1 is free: 1000 used of 1400 idle -> 400 (weight 1/2);
-		// 300s as above: 200 (weight 1/2). (400+200)/2 = 300.
-		name: "shapes weighted by frequency", node: milliNode(100000, 600, 0),
-		counts: map[Shape]int64{share300: 1, whole: 1}, want: 300,
+		// 300s as above: 200 (weight 1/2). Average (400+200)/2 = 300, best 200:
+		// 0.3*300 + 0.7*200 = 230.
+		name: "shapes weighted by frequency, blended with the best", node: milliNode(100000, 600, 0),
+		counts: map[Shape]int64{share300: 1, whole: 1}, want: 230,
 	}, {
 		// A T4-only whole-card shape on a G2 node: no card it may use, all 2000 idle.
-		// With T4 2 of 10 cards, it weighs 10/2 = 5 times: (5*2000 + 1*0) / (1+1) = 5000.
+		// With T4 2 of 10 cards, it weighs 10/2 = 5 times: (5*2000 + 1*0) / (1+1) = 5000;
+		// the whole-card shape fills the node (best 0): 0.3*5000 = 1500.
 		name: "a shape limited to a scarce model weighs more", node: milliNode(100000, 0, 0),
-		counts: map[Shape]int64{t4whole: 1, whole: 1}, cards: map[string]int64{"T4": 2, "G2": 8}, want: 5000,
+		counts: map[Shape]int64{t4whole: 1, whole: 1}, cards: map[string]int64{"T4": 2, "G2": 8}, want: 1500,
+	}, {
+		// A rare shape (under 1% of the pods) counts in the average: 300s leave
+		// 200 (weight 199/200), whole cards 400 (1/200). Average
+		// (199*200 + 400)/200 = 201, best 200:
+		// 0.3*201 + 0.7*200 = 200.3.
+		name: "a rare shape counts in the average", node: milliNode(100000, 600, 0),
+		counts: map[Shape]int64{share300: 199, whole: 1}, want: 200.3,
+	}, {
+		// A rare shape that would fill the node whole does not zero the best:
+		// whole cards (1/200) leave 0 of two free cards, 300s (199/200) 200 each
+		// (3 per card: 1800 of 2000). Average 199*200/200 = 199, best 200:
+		// 0.3*199 + 0.7*200 = 199.7.
+		name: "a rare shape that fills the node does not count", node: milliNode(100000, 0, 0),
+		counts: map[Shape]int64{share300: 199, whole: 1}, want: 199.7,
 	}}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
