@@ -113,6 +113,8 @@ type table struct {
 	rec     []string
 	line    int
 	present map[string]bool
+	// seen is the line of each key read so far (see key).
+	seen map[string]int
 }
 
 func openTable(file string, rd io.Reader, required, optional []string) (*table, error) {
@@ -126,7 +128,7 @@ func openTable(file string, rd io.Reader, required, optional []string) (*table, 
 		}
 		return nil, csvError(file, err)
 	}
-	t := &table{file: file, r: r, col: map[string]int{}, present: map[string]bool{}, names: slices.Clone(header)}
+	t := &table{file: file, r: r, col: map[string]int{}, present: map[string]bool{}, seen: map[string]int{}, names: slices.Clone(header)}
 	for i, h := range header {
 		t.col[strings.TrimSpace(h)] = i
 	}
@@ -182,6 +184,20 @@ func (t *table) str(name string) string {
 	return strings.TrimSpace(t.rec[i])
 }
 
+// key reads the row's name of a what (node, pod) from column name: not
+// empty, and on no earlier row. why, when set, says why a repeat matters.
+func (t *table) key(name, what, why string) (string, error) {
+	s := t.str(name)
+	if s == "" {
+		return "", t.errorf(name, "empty %s name", what)
+	}
+	if prev, dup := t.seen[s]; dup {
+		return "", t.errorf(name, "%s %q already on line %d%s", what, s, prev, why)
+	}
+	t.seen[s] = t.line
+	return s, nil
+}
+
 // count reads a whole, non-negative number.
 func (t *table) count(name string) (int64, error) {
 	s := t.str(name)
@@ -212,7 +228,6 @@ func ParseNodes(file string, r io.Reader) ([]Node, error) {
 		return nil, err
 	}
 	var out []Node
-	seen := map[string]int{}
 	for {
 		ok, err := t.next()
 		if err != nil {
@@ -221,14 +236,10 @@ func ParseNodes(file string, r io.Reader) ([]Node, error) {
 		if !ok {
 			break
 		}
-		n := Node{Name: t.str("sn"), Model: t.str("model")}
-		if n.Name == "" {
-			return nil, t.errorf("sn", "empty node name")
+		n := Node{Model: t.str("model")}
+		if n.Name, err = t.key("sn", "node", ""); err != nil {
+			return nil, err
 		}
-		if prev, dup := seen[n.Name]; dup {
-			return nil, t.errorf("sn", "node %q already on line %d", n.Name, prev)
-		}
-		seen[n.Name] = t.line
 		if n.CPUMilli, err = t.count("cpu_milli"); err != nil {
 			return nil, err
 		}
@@ -284,7 +295,6 @@ func ParsePods(file string, r io.Reader, models []string) ([]Pod, error) {
 		return nil, err
 	}
 	var out []Pod
-	seen := map[string]int{}
 	for {
 		ok, err := t.next()
 		if err != nil {
@@ -293,14 +303,10 @@ func ParsePods(file string, r io.Reader, models []string) ([]Pod, error) {
 		if !ok {
 			break
 		}
-		p := Pod{Name: t.str("name")}
-		if p.Name == "" {
-			return nil, t.errorf("name", "empty pod name")
+		var p Pod
+		if p.Name, err = t.key("name", "pod", " (the order sorts by name)"); err != nil {
+			return nil, err
 		}
-		if prev, dup := seen[p.Name]; dup {
-			return nil, t.errorf("name", "pod %q already on line %d (the order sorts by name)", p.Name, prev)
-		}
-		seen[p.Name] = t.line
 		if p.CPUMilli, err = t.count("cpu_milli"); err != nil {
 			return nil, err
 		}
