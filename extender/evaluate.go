@@ -66,7 +66,7 @@ func (ev *evaluation) sameNodes(names []string) bool {
 // function of the node, the request and the workload.
 func (s *Server) evaluate(ctx context.Context, req *policy.Request, names []string) *evaluation {
 	w := s.workload()
-	key := requestKey(req)
+	key := requestKey(req, s.policy.PerPod)
 	prev := s.results.get(key, w)
 	ev := &evaluation{at: time.Now(), w: w, names: names, results: make([]nodeResult, len(names)), index: make(map[string]int, len(names))}
 	for i, n := range names {
@@ -135,9 +135,14 @@ func (c *resultCache) put(key string, r *evaluation) {
 	}
 }
 
-// requestKey identifies what Place reads of a request.
-func requestKey(r *policy.Request) string {
+// requestKey identifies what Place reads of a request: the pod itself too
+// (its salt) under a policy that draws per pod.
+func requestKey(r *policy.Request, perPod bool) string {
 	b := make([]byte, 0, 64)
+	if perPod {
+		b = strconv.AppendUint(b, r.Salt, 16)
+		b = append(b, '#')
+	}
 	for _, c := range r.Containers {
 		b = strconv.AppendInt(b, int64(c.Index), 10)
 		b = append(b, c.Name...) // reasons name the container

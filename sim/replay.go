@@ -27,12 +27,17 @@ const (
 type TieBreak string
 
 const (
-	// TieFirst: the first in the node list's order. This is what reproduces
-	// the published figures (the default).
+	// TieFirst: the first in the node list's order.
 	TieFirst TieBreak = "first"
 	// TieRandom: one drawn uniformly at random (a generator seeded by the
 	// seed), as kube-scheduler chooses between its best nodes.
 	TieRandom TieBreak = "random"
+	// TiePermutation: the first in a random order of the nodes drawn once
+	// per seed (the default). The published simulator does this: it
+	// prefixes every node's name with its place in a random permutation,
+	// and its scheduler gives ties to the smallest name. This is what
+	// reproduces the published figures.
+	TiePermutation TieBreak = "perm"
 )
 
 // Config is one replay: a cluster, a workload, a policy, a seed.
@@ -44,7 +49,7 @@ type Config struct {
 	Workload WorkloadSource
 	// Coverage is the share of pods whose shapes the workload keeps (0.95).
 	Coverage float64
-	// Ties breaks ties between the best nodes (TieFirst if empty).
+	// Ties breaks ties between the best nodes (TiePermutation if empty).
 	Ties TieBreak
 	// Cold re-evaluates every node for every pod; otherwise a node whose
 	// state did not change since a pod of the same request was evaluated
@@ -99,10 +104,10 @@ func Replay(cfg Config) (*Result, error) {
 	}
 	switch cfg.Ties {
 	case "":
-		cfg.Ties = TieFirst
-	case TieFirst, TieRandom:
+		cfg.Ties = TiePermutation
+	case TieFirst, TieRandom, TiePermutation:
 	default:
-		return nil, fmt.Errorf("unknown tie-break %q: want %s or %s", cfg.Ties, TieFirst, TieRandom)
+		return nil, fmt.Errorf("unknown tie-break %q: want %s, %s or %s", cfg.Ties, TieFirst, TieRandom, TiePermutation)
 	}
 	start := time.Now()
 	capacity := Capacity(cfg.Nodes)
@@ -157,13 +162,27 @@ func Replay(cfg Config) (*Result, error) {
 	}
 	caches := make([]*keyCache, len(keyOf))
 	seq := Order(cfg.Pods, cfg.Seed, capacity)
-	// kube-scheduler's tie-break has its own generator.
+	// The tie-break has its own generator.
 	ties := rand.New(rand.NewSource(cfg.Seed))
+	// rank[i] is node i's place in the order ties are given in.
+	rank := make([]int, len(nodes))
+	for i := range rank {
+		rank[i] = i
+	}
+	if cfg.Ties == TiePermutation {
+		rank = ties.Perm(len(nodes))
+	}
 	res := &Result{Seed: cfg.Seed, Capacity: capacity, Placements: make([]Placement, len(seq))}
 	var version uint64
 	var arrived, allocated int64
 	for s, pi := range seq {
 		pod, req := &cfg.Pods[pi], reqs[pi]
+		if cfg.Policy.PerPod {
+			// Each arrival is a pod of its own, with its own draws.
+			r := *req
+			r.Salt = uint64(cfg.Seed)<<32 | uint64(s)
+			req = &r
+		}
 		if learner != nil {
 			learner.Observe(req)
 		}
@@ -173,7 +192,7 @@ func Replay(cfg Config) (*Result, error) {
 			w = learner.Workload()
 		}
 		kc := caches[keys[pi]]
-		if kc == nil || kc.w != w || cfg.Cold {
+		if kc == nil || kc.w != w || cfg.Cold || cfg.Policy.PerPod {
 			kc = &keyCache{w: w, results: make([]cached, len(nodes))}
 			caches[keys[pi]] = kc
 		}
@@ -193,7 +212,7 @@ func Replay(cfg Config) (*Result, error) {
 				best, bestScore, count = i, r.d.Score, 1
 			case r.d.Score == bestScore:
 				count++
-				if cfg.Ties == TieRandom && ties.Intn(count) == 0 {
+				if cfg.Ties == TieRandom && ties.Intn(count) == 0 || cfg.Ties == TiePermutation && rank[i] < rank[best] {
 					best = i
 				}
 			}

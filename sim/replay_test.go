@@ -99,12 +99,70 @@ func testNodes() []Node {
 	}
 }
 
+// TestTieBreaks checks who gets a pod that ties on every node: three empty
+// 8-card nodes, whole-card pods under packing (every empty node scores 25,
+// then the node in use 49, so the first pod's node takes the next seven).
+func TestTieBreaks(t *testing.T) {
+	nodes := []Node{
+		{Name: "a", CPUMilli: 64000, MemoryMiB: 1 << 20, GPUs: 8, Model: "G2"},
+		{Name: "b", CPUMilli: 64000, MemoryMiB: 1 << 20, GPUs: 8, Model: "G2"},
+		{Name: "c", CPUMilli: 64000, MemoryMiB: 1 << 20, GPUs: 8, Model: "G2"},
+	}
+	pods := []Pod{{Name: "p0", CPUMilli: 1000, MemoryMiB: 10, NumGPU: 1, GPUMilli: 1000}, {Name: "p1", CPUMilli: 1000, MemoryMiB: 10, NumGPU: 1, GPUMilli: 1000}}
+	p, _ := policy.Get(policy.Packing)
+	first := func(t *testing.T, ties TieBreak, seed int64) (firstNode int, sameNode bool) {
+		r, err := Replay(Config{Nodes: nodes, Pods: pods, Policy: p, Seed: seed, Ties: ties})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, pl := range r.Placements[1:8] {
+			if pl.Node != r.Placements[0].Node {
+				return r.Placements[0].Node, false
+			}
+		}
+		return r.Placements[0].Node, true
+	}
+	tests := []struct {
+		ties TieBreak
+		// want is the node the first pod goes to for a seed (-1: any).
+		want func(seed int64) int
+	}{
+		{TieFirst, func(int64) int { return 0 }},
+		// The node first in a random order of the nodes drawn from the seed,
+		// as the published simulator's random name prefixes order them.
+		{TiePermutation, func(seed int64) int {
+			return slices.Index(rand.New(rand.NewSource(seed)).Perm(len(nodes)), 0)
+		}},
+		{TieRandom, func(int64) int { return -1 }},
+	}
+	tests = append(tests, tests[1]) // the default
+	tests[len(tests)-1].ties = ""
+	for _, tt := range tests {
+		t.Run(string(tt.ties), func(t *testing.T) {
+			got := map[int]bool{}
+			for seed := int64(42); seed < 72; seed++ {
+				n, same := first(t, tt.ties, seed)
+				if !same {
+					t.Fatalf("seed %d: the next seven pods did not follow the first to node %d", seed, n)
+				}
+				if want := tt.want(seed); want >= 0 && n != want {
+					t.Errorf("seed %d: first pod on node %d, want %d", seed, n, want)
+				}
+				got[n] = true
+			}
+			if spread := tt.ties != TieFirst; spread != (len(got) == len(nodes)) {
+				t.Errorf("first pods over 30 seeds went to nodes %v", got)
+			}
+		})
+	}
+}
+
 // TestReplayPlacementsRecheck replays small clusters under every policy and
 // checks every placement from the CSV alone: no card, CPU or memory over
 // its capacity, models respected, a failed pod fitting nowhere.
 func TestReplayPlacementsRecheck(t *testing.T) {
 	for _, name := range policy.Names() {
-		for _, ties := range []TieBreak{TieFirst, TieRandom} {
+		for _, ties := range []TieBreak{TieFirst, TieRandom, TiePermutation} {
 			t.Run(name+"/"+string(ties), func(t *testing.T) {
 				p, _ := policy.Get(policy.Name(name))
 				cfg := Config{Nodes: testNodes(), Pods: testPods(), Policy: p, Seed: 42, Workload: Seen, Coverage: 0.95, Ties: ties}

@@ -93,6 +93,9 @@ func Run(opts Options) ([]*Summary, error) {
 	if opts.Parallel <= 0 {
 		opts.Parallel = runtime.GOMAXPROCS(0)
 	}
+	if opts.Ties == "" {
+		opts.Ties = TiePermutation
+	}
 	if err := os.MkdirAll(opts.Out, 0o755); err != nil {
 		return nil, err
 	}

@@ -40,11 +40,14 @@ Protocol, for each seed:
      asked for (sum of num_gpu x gpu_milli) past 130% of capacity.
   4. One pod at a time, no departures, no preemption: every node is rated by
      the policy (CPU, memory, gpu_spec and card room are checked), the best
-     score wins; ties go to the first of the best nodes in the node list's
-     order (--ties first, which reproduces the published figures) or to one
-     drawn at random (--ties random, kube-scheduler's rule between its best
-     nodes, with a generator seeded by the seed); a pod that fits nowhere
-     fails.
+     score wins; a pod that fits nowhere fails. Ties go to the first of the
+     best nodes in a random order of the nodes drawn once per seed (--ties
+     perm, the default: the published simulator prefixes each node's name
+     with its place in a random permutation and gives ties to the smallest
+     name), in the node list's order (--ties first), or to one drawn afresh
+     for each pod (--ties random, kube-scheduler's rule between its best
+     nodes); every generator is seeded by the seed, so a run repeats
+     exactly.
 
 Metric: "arrived" is the GPU asked for by the pods submitted so far, as % of
 capacity; "allocation" is the GPU placed, as % of capacity. The figure of
@@ -92,10 +95,10 @@ as the published FGD runs did).`,
 				return fmt.Errorf("--workload %q: want %s or %s", workload, sim.Seen, sim.Trace)
 			}
 			switch sim.TieBreak(ties) {
-			case sim.TieFirst, sim.TieRandom:
+			case sim.TieFirst, sim.TieRandom, sim.TiePermutation:
 				opts.Ties = sim.TieBreak(ties)
 			default:
-				return fmt.Errorf("--ties %q: want %s or %s", ties, sim.TieFirst, sim.TieRandom)
+				return fmt.Errorf("--ties %q: want %s, %s or %s", ties, sim.TieFirst, sim.TieRandom, sim.TiePermutation)
 			}
 			if opts.Coverage < 0 || opts.Coverage > 1 {
 				return fmt.Errorf("--coverage %v: want a fraction in (0, 1], or 0 for the policy's own", opts.Coverage)
@@ -119,7 +122,7 @@ as the published FGD runs did).`,
 	f.StringVar(&seeds, "seeds", "42-51", "seeds: a range (42-51) or a list (42,45)")
 	f.StringVar(&opts.Out, "out", "", "output folder (created)")
 	f.StringVar(&workload, "workload", string(sim.Seen), "what fragmentation is measured against: seen (pods arrived so far) or trace (the whole file)")
-	f.StringVar(&ties, "ties", string(sim.TieFirst), "which of the best-scored nodes gets a pod: first (in the node list's order; reproduces the published figures) or random (kube-scheduler's rule)")
+	f.StringVar(&ties, "ties", string(sim.TiePermutation), "which of the best-scored nodes gets a pod: perm (first in a random order of the nodes drawn per seed, as the published simulator; reproduces its figures), first (in the node list's order) or random (drawn per pod, kube-scheduler's rule)")
 	f.Float64Var(&opts.Coverage, "coverage", 0, fmt.Sprintf("share of pods whose shapes the workload estimate keeps (0: the policy's own, %.2f for fill; else %.2f as in the paper)", fillCoverage(), policy.DefaultCoverage))
 	f.BoolVar(&opts.Cold, "cold", false, "rate every node for every pod (no reuse of unchanged nodes' results): the decision time of a cold cache")
 	f.IntVar(&opts.Parallel, "parallel", 0, "seeds replayed at once (0: one per CPU)")

@@ -3,6 +3,7 @@ package cache
 import (
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"strconv"
 	"strings"
 
@@ -88,7 +89,7 @@ func (p *podState) trusted() bool { return p.trust == Assumed || p.trust == Sign
 // On any error the request still carries the CPU and memory, and no GPU.
 func RequestOf(pod *corev1.Pod) (*policy.Request, error) {
 	res := resourcehelper.PodRequests(pod, resourcehelper.PodResourcesOptions{})
-	req := &policy.Request{CPUMilli: res.Cpu().MilliValue(), MemMiB: res.Memory().Value() >> 20}
+	req := &policy.Request{CPUMilli: res.Cpu().MilliValue(), MemMiB: res.Memory().Value() >> 20, Salt: salt(pod)}
 	cs, err := contract.PodRequests(pod)
 	if err != nil {
 		return req, err
@@ -175,4 +176,16 @@ func matches(a contract.Allocation, req *policy.Request) error {
 // terminal reports whether a pod holds no resources any more.
 func terminal(pod *corev1.Pod) bool {
 	return pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed
+}
+
+// salt identifies a pod for the policies that draw per pod: a hash of its
+// UID (of its namespace and name before the API server gave it one).
+func salt(pod *corev1.Pod) uint64 {
+	h := fnv.New64a()
+	if pod.UID != "" {
+		h.Write([]byte(pod.UID))
+	} else {
+		h.Write([]byte(pod.Namespace + "/" + pod.Name))
+	}
+	return h.Sum64()
 }

@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"encoding/binary"
 	"hash/fnv"
 	"math"
 )
@@ -8,8 +9,9 @@ import (
 // The baselines of the FGD paper (Weng et al., ATC'23), scored as its
 // simulator scores them: whole scores on 0..100, so that close nodes tie.
 const (
-	// Random ranks nodes and cards in a pseudo-random order: a hash of the
-	// node's name and state, so that it stays a pure function.
+	// Random puts each pod on a node and card drawn uniformly among those
+	// that fit, afresh for each pod (a hash of the node, the card and the
+	// pod's Request.Salt, so that it stays a pure function).
 	Random Name = "random"
 	// BestFit is the paper's BestFit: the node left with the least free CPU
 	// and GPU (half each, against 128 cores and 8 cards), best-fit cards.
@@ -27,29 +29,33 @@ const (
 
 func init() {
 	register(&Policy{
-		Name: Random,
-		// The least hash over the cards alike to this one (same model, size
-		// and use): Place tries one card of each such group, so the group's
-		// chance goes with its size, and every card is equally likely.
-		CardCost: func(n *Node, i int, share int64, _ *Workload) float64 {
+		Name:   Random,
+		PerPod: true,
+		// Every card that fits is equally likely: a card's cost is the least
+		// draw over the cards alike to it (same model, size and use), and
+		// Place tries one card of each such group, so a group wins with a
+		// chance that goes with its size.
+		CardCost: func(n *Node, i int, _ int64, r *Request, _ *Workload) float64 {
 			c := &n.Cards[i]
-			h := 1.0
+			d := 1.0
 			for j := range n.Cards {
 				if o := &n.Cards[j]; o.Total == c.Total && o.Used == c.Used && o.Model == c.Model && o.Healthy == c.Healthy {
-					h = min(h, stateHash(n, j))
+					d = min(d, draw(n.Name, j, r.Salt))
 				}
 			}
-			return h
+			return d
 		},
-		NodeScore: func(_, after *Node, _ *Workload) float64 {
-			return stateHash(after, -1)
+		// Every node that fits is equally likely, drawn afresh for each pod
+		// (the paper's scheduler draws one node among those that fit).
+		NodeScore: func(_, after *Node, r *Request, _ *Workload) float64 {
+			return draw(after.Name, -1, r.Salt)
 		},
 	})
 	register(&Policy{
 		Name:     BestFit,
 		CardCost: bestFitCard,
 		// floor(100 * (1 - (cpuLeft/128 cores + gpuLeft/8 cards) / 2)).
-		NodeScore: func(_, after *Node, _ *Workload) float64 {
+		NodeScore: func(_, after *Node, _ *Request, _ *Workload) float64 {
 			var cpu float64
 			if after.Resources {
 				cpu = float64(after.CPUFree) / maxSpecCPU
@@ -66,7 +72,7 @@ func init() {
 }
 
 // bestFitCard is gpushare's card choice: the card left with the least free.
-func bestFitCard(n *Node, i int, share int64, _ *Workload) float64 {
+func bestFitCard(n *Node, i int, share int64, _ *Request, _ *Workload) float64 {
 	return float64(n.Cards[i].Free() - share)
 }
 
@@ -76,7 +82,7 @@ func bestFitCard(n *Node, i int, share int64, _ *Workload) float64 {
 //   - when it takes free cards on a node in use: max(50 - free cards taken, 33);
 //   - when it shares cards in use: max(100 - sum(free% of those cards)/10, 50);
 //   - a pod without GPU: 0.
-func packingScore(before, after *Node, _ *Workload) float64 {
+func packingScore(before, after *Node, _ *Request, _ *Workload) float64 {
 	var allFree, took, tookFree int
 	var freePct int64
 	for i := range before.Cards {
@@ -118,23 +124,25 @@ func healthy(n *Node) []int {
 	return out
 }
 
-// stateHash is a number in [0, 1) drawn from the node's name and state (and
-// card pos, if not -1): the same state always draws the same number.
-func stateHash(n *Node, pos int) float64 {
+// draw is a number in [0, 1) drawn from the node's name, a card position
+// (-1: none) and the pod's salt: the same arguments always draw the same
+// number, and any change draws an unrelated one.
+func draw(node string, pos int, salt uint64) float64 {
 	h := fnv.New64a()
-	var b [8]byte
-	put := func(v int64) {
-		for i := range b {
-			b[i] = byte(v >> (8 * i))
-		}
-		h.Write(b[:])
-	}
-	h.Write([]byte(n.Name))
-	put(int64(pos))
-	put(n.CPUFree)
-	put(n.MemFree)
-	for i := range n.Cards {
-		put(n.Cards[i].Used)
-	}
-	return float64(h.Sum64()>>11) / (1 << 53)
+	h.Write([]byte(node))
+	var b [16]byte
+	binary.LittleEndian.PutUint64(b[:8], uint64(int64(pos)))
+	binary.LittleEndian.PutUint64(b[8:], salt)
+	h.Write(b[:])
+	return float64(mix(h.Sum64())>>11) / (1 << 53)
+}
+
+// mix is splitmix64's finaliser: FNV's high bits change little when only
+// the last bytes hashed differ, and the draw reads the high bits.
+func mix(x uint64) uint64 {
+	x ^= x >> 30
+	x *= 0xbf58476d1ce4e5b9
+	x ^= x >> 27
+	x *= 0x94d049bb133111eb
+	return x ^ x>>31
 }

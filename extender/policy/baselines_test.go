@@ -76,23 +76,65 @@ func TestBaselineScores(t *testing.T) {
 	}
 }
 
-func TestRandomIsAFunctionOfState(t *testing.T) {
+func TestRandomDrawsAfreshForEachPod(t *testing.T) {
 	p, _ := Get(Random)
-	a, _ := Place(milliNode(8000, 300, 0, 0), reqOf(share(100)), p, nil)
-	b, _ := Place(milliNode(8000, 300, 0, 0), reqOf(share(100)), p, nil)
-	if a.Score != b.Score || a.Score < 0 || a.Score >= 1 {
-		t.Errorf("scores %v and %v: want equal, in [0, 1)", a.Score, b.Score)
+	if !p.PerPod {
+		t.Fatal("random must be PerPod: its answer for one pod is not another's")
 	}
-	// Every card is equally likely over many states: cards 1 and 2 are
-	// alike (free) and together should win about 2/3 of the time.
+	place := func(n *Node, salt uint64) Decision {
+		r := reqOf(share(100))
+		r.Salt = salt
+		d, u := Place(n, r, p, nil)
+		if u != nil {
+			t.Fatal(u.Message(contract.GiB))
+		}
+		return d
+	}
+	a, b := place(milliNode(8000, 300, 0, 0), 7), place(milliNode(8000, 300, 0, 0), 7)
+	if a.Score != b.Score || a.Score < 0 || a.Score >= 1 {
+		t.Errorf("scores %v and %v for one pod: want equal, in [0, 1)", a.Score, b.Score)
+	}
+
+	// Every card that fits is equally likely: cards 1 and 2 are alike
+	// (free) and together should win 2/3 of 3,000 pods (sd 26).
 	wins := map[int]int{}
-	for cpu := int64(0); cpu < 3000; cpu++ {
-		d, _ := Place(milliNode(cpu, 300, 0, 0), reqOf(share(100)), p, nil)
-		for c := range d.Allocation()[0] {
+	for salt := range uint64(3000) {
+		for c := range place(milliNode(8000, 300, 0, 0), salt).Allocation()[0] {
 			wins[c]++
 		}
 	}
 	if free := wins[1] + wins[2]; free < 1800 || free > 2200 {
-		t.Errorf("free cards won %d of 3000 placements, want about 2000 (%v)", free, wins)
+		t.Errorf("free cards won %d of 3000 pods, want about 2000 (%v)", free, wins)
+	}
+
+	// Every node is equally likely for each pod, whatever the last pod
+	// drew: among three nodes in the same state, each wins about 1,000 of
+	// 3,000 pods, and the next pod goes to the same node about a third of
+	// the time (a draw that stuck to the node's state would repeat it).
+	nodes := []*Node{milliNode(8000, 0, 0), milliNode(8000, 0, 0), milliNode(8000, 0, 0)}
+	for i, n := range nodes {
+		n.Name = "node-" + string(rune('a'+i))
+	}
+	won, repeats, last := map[int]int{}, 0, -1
+	for salt := range uint64(3000) {
+		best, score := -1, -1.0
+		for i, n := range nodes {
+			if d := place(n, salt); d.Score > score {
+				best, score = i, d.Score
+			}
+		}
+		won[best]++
+		if best == last {
+			repeats++
+		}
+		last = best
+	}
+	for i := range nodes {
+		if won[i] < 850 || won[i] > 1150 {
+			t.Errorf("node %d won %d of 3000 pods, want about 1000 (%v)", i, won[i], won)
+		}
+	}
+	if repeats < 850 || repeats > 1150 {
+		t.Errorf("the next pod went to the same node %d times of 3000, want about 1000", repeats)
 	}
 }

@@ -47,10 +47,10 @@ func init() {
 		// as much GPU as ten shared pods.
 		Coverage: 0.99,
 		// The card that leaves the node's unfillable GPU least.
-		CardCost: func(n *Node, i int, share int64, w *Workload) float64 {
+		CardCost: func(n *Node, i int, share int64, _ *Request, w *Workload) float64 {
 			return unfillable(n, w, i, share)
 		},
-		NodeScore: func(before, after *Node, w *Workload) float64 {
+		NodeScore: func(before, after *Node, _ *Request, w *Workload) float64 {
 			fall := unfillable(before, w, -1, 0) - unfillable(after, w, -1, 0) +
 				fgdShare*(Fragmentation(before, w)-Fragmentation(after, w))
 			unit := float64(cardSize(after))

@@ -48,7 +48,7 @@ func scoreAfter(n *Node, pos int, share int64, r *Request, p *Policy, w *Workloa
 	after.Cards[pos].Used += share
 	after.CPUFree -= r.CPUMilli
 	after.MemFree -= r.MemMiB
-	score := p.NodeScore(n, after, w)
+	score := p.NodeScore(n, after, r, w)
 	afterPool.Put(after)
 	return score
 }
@@ -133,7 +133,7 @@ func Place(n *Node, r *Request, p *Policy, w *Workload) (Decision, *Unfit) {
 	after.Apply(alloc)
 	after.CPUFree -= r.CPUMilli
 	after.MemFree -= r.MemMiB
-	return Decision{Node: n.Name, alloc: alloc, Score: p.NodeScore(n, after, w)}, nil
+	return Decision{Node: n.Name, alloc: alloc, Score: p.NodeScore(n, after, r, w)}, nil
 }
 
 // placeOne is Place for the common pod: one container on one card. It
@@ -165,7 +165,7 @@ func placeOne(n *Node, r *Request, p *Policy, w *Workload) (Decision, bool) {
 		if !ok {
 			continue
 		}
-		cost, free := p.CardCost(n, i, share, w), card.Free()-share
+		cost, free := p.CardCost(n, i, share, r, w), card.Free()-share
 		if best < 0 || cost < bestCost || (cost == bestCost && free < bestFree) {
 			best, bestShare, bestCost, bestFree = i, share, cost, free
 		}
@@ -452,7 +452,7 @@ func (s *searcher) candidates(c contract.ContainerRequest, used map[int]int64) [
 			continue
 		}
 		seen = append(seen, card)
-		cands = append(cands, cand{pos: i, cost: s.policy.CardCost(s.node, i, share, s.w), freeAfter: card.Free() - share})
+		cands = append(cands, cand{pos: i, cost: s.policy.CardCost(s.node, i, share, s.req, s.w), freeAfter: card.Free() - share})
 	}
 	// Ties go to the best fit, then to the lowest index (the cards' order).
 	sort.SliceStable(cands, func(a, b int) bool {

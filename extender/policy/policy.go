@@ -31,17 +31,20 @@ const (
 // through this code by cmd/gpupack-sim (sim/README.md has the figures).
 const Default = Fill
 
-// Policy is a pair of pure functions.
+// Policy is a pair of pure functions of a node, a request and a workload.
 type Policy struct {
 	Name Name
 	// CardCost rates putting share units on n.Cards[i] (for a whole card,
 	// share is the card's size); the search tries cheaper cards first.
-	CardCost func(n *Node, i int, share int64, w *Workload) float64
+	CardCost func(n *Node, i int, share int64, r *Request, w *Workload) float64
 	// NodeScore rates a node after a placement; higher is better. before is
 	// the node as it was, after with the placement applied.
-	NodeScore func(before, after *Node, w *Workload) float64
+	NodeScore func(before, after *Node, r *Request, w *Workload) float64
 	// NeedsWorkload tells whether the policy reads the workload estimate.
 	NeedsWorkload bool
+	// PerPod tells whether the policy reads Request.Salt: its answer for
+	// one pod may not be reused for another pod of the same shape.
+	PerPod bool
 	// Coverage is the share of pods (0..1] whose shapes the policy wants its
 	// workload estimate to keep; 0: DefaultCoverage.
 	Coverage float64

@@ -94,6 +94,10 @@ type Request struct {
 	// Resources are known.
 	CPUMilli int64
 	MemMiB   int64
+	// Salt identifies the pod (a hash of its UID; its arrival number in
+	// the simulator). Only a PerPod policy reads it: the random policy
+	// draws from it, so that each pod draws afresh.
+	Salt uint64
 }
 
 // shareTotal is the memory the pod's shares ask for (whole cards count 0:
