@@ -42,7 +42,7 @@ func ShapeOf(r *Request) Shape {
 type WeightedShape struct {
 	Shape
 	Weight float64
-	models []string
+	models modelMatch
 }
 
 // Workload is the target workload FGD measures against: the most frequent
@@ -57,8 +57,10 @@ type Workload struct {
 	// other grouped by what the shapes ask of the cards (share, cards,
 	// models): they differ in CPU only, so the cards are walked once a group.
 	otherGroups [][]int
-	// capacity is the cluster's healthy cards by model (nil: unknown).
-	capacity map[string]int64
+	// capacity is the cluster's healthy cards by model (nil: unknown), and
+	// modelIndex numbers those models.
+	capacity   map[string]int64
+	modelIndex map[string]int
 	// The GPU shapes grouped for the fill policy, made at first use.
 	groupsOnce sync.Once
 	groups     []fillGroup
@@ -70,7 +72,7 @@ func (w *Workload) index() {
 	for i := range w.Shapes {
 		s := &w.Shapes[i]
 		switch {
-		case len(s.models) > 0:
+		case len(s.models.allowed) > 0:
 			w.other = append(w.other, i)
 		case s.Cards == 0:
 			w.noGPU = append(w.noGPU, i)
@@ -133,7 +135,7 @@ func NewWorkload(counts map[Shape]int64, coverage float64) *Workload {
 		if float64(kept) >= coverage*float64(total) {
 			break
 		}
-		w.Shapes = append(w.Shapes, WeightedShape{Shape: e.s, Weight: float64(e.n), models: splitModels(e.s.Models)})
+		w.Shapes = append(w.Shapes, WeightedShape{Shape: e.s, Weight: float64(e.n), models: modelMatch{allowed: splitModels(e.s.Models)}})
 		kept += e.n
 	}
 	for i := range w.Shapes {
@@ -148,6 +150,53 @@ func NewWorkload(counts map[Shape]int64, coverage float64) *Workload {
 // before the workload is used.
 func (w *Workload) SetCapacity(cards map[string]int64) {
 	w.capacity = cards
+	w.modelIndex = make(map[string]int, len(cards))
+	for m := range cards {
+		w.modelIndex[m] = len(w.modelIndex)
+	}
+	for i := range w.Shapes {
+		w.Shapes[i].models.learn(w.modelIndex)
+	}
+}
+
+// modelOf is the index of a card model among the cluster's (-1: unknown).
+func (w *Workload) modelOf(model string) int {
+	if i, ok := w.modelIndex[model]; ok {
+		return i
+	}
+	return -1
+}
+
+// modelMatch tells whether a list of allowed models admits a card's model,
+// with the answers for the cluster's models worked out in advance (a node's
+// cards are checked against every model-limited shape of the workload).
+type modelMatch struct {
+	allowed []string
+	// ok[i]: whether the cluster's i-th model (Workload.modelOf) is allowed.
+	ok []bool
+}
+
+// learn works out the answers for the cluster's models.
+func (m *modelMatch) learn(index map[string]int) {
+	if len(m.allowed) == 0 {
+		return
+	}
+	m.ok = make([]bool, len(index))
+	for name, i := range index {
+		m.ok[i] = modelAllowed(m.allowed, name)
+	}
+}
+
+// allows reports whether a model (with its index, -1 if unknown) is
+// allowed.
+func (m *modelMatch) allows(model string, index int) bool {
+	if len(m.allowed) == 0 {
+		return true
+	}
+	if index >= 0 && index < len(m.ok) {
+		return m.ok[index]
+	}
+	return modelAllowed(m.allowed, model)
 }
 
 func splitModels(s string) []string {
@@ -229,8 +278,13 @@ func fragmentation(n *Node, w *Workload, pos int, extra int64) float64 {
 	for _, si := range w.noGPU {
 		f += w.Shapes[si].Weight * float64(idle)
 	}
+	var runBuf [16]cardRun
+	var runs []cardRun
+	if len(w.otherGroups) > 0 {
+		runs, _ = cardRuns(n, w, pos, extra, runBuf[:0])
+	}
 	for _, g := range w.otherGroups {
-		frag := cardFragment(n, &w.Shapes[g[0]], pos, extra)
+		frag := runsFragment(runs, idle, &w.Shapes[g[0]])
 		for _, si := range g {
 			s := &w.Shapes[si]
 			if cpuShort(s) {
@@ -285,7 +339,7 @@ func cardFragment(n *Node, s *WeightedShape, pos int, extra int64) int64 {
 		if free >= need {
 			// A node's cards are mostly of one model: ask once per model run.
 			if !checked || c.Model != lastModel {
-				lastModel, checked, allowed = c.Model, true, modelAllowed(s.models, c.Model)
+				lastModel, checked, allowed = c.Model, true, s.models.allows(c.Model, -1)
 			}
 		}
 		if free >= need && allowed {
@@ -295,6 +349,29 @@ func cardFragment(n *Node, s *WeightedShape, pos int, extra int64) int64 {
 		}
 	}
 	if s.Cards == 0 || fit < s.Cards {
+		return idle
+	}
+	return frag
+}
+
+// runsFragment is cardFragment, CPU aside, over the node's runs of alike
+// cards with room (idle is their free units): cards without room add
+// nothing to either measure.
+func runsFragment(runs []cardRun, idle int64, s *WeightedShape) int64 {
+	var frag, fit int64
+	for i := range runs {
+		r := &runs[i]
+		need := s.Share
+		if need == 0 { // whole card
+			need = r.total
+		}
+		if r.free >= need && s.models.allows(r.model, r.modelIndex) {
+			fit += r.count
+		} else {
+			frag += r.count * r.free
+		}
+	}
+	if s.Cards == 0 || fit < int64(s.Cards) {
 		return idle
 	}
 	return frag

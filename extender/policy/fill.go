@@ -66,7 +66,7 @@ func init() {
 type fillGroup struct {
 	share  int64
 	cards  int64
-	models []string
+	models modelMatch
 	// shapes by ascending CPU, and prefix[k] the weight of the first k.
 	shapes []int
 	prefix []float64
@@ -96,7 +96,7 @@ func (w *Workload) fillGroups() []fillGroup {
 		}
 		for gi := range w.groups {
 			g := &w.groups[gi]
-			g.scarcity = scarcity(w.capacity, g.models)
+			g.scarcity = scarcity(w.capacity, g.models.allowed)
 			sort.SliceStable(g.shapes, func(a, b int) bool { return w.Shapes[g.shapes[a]].CPUMilli < w.Shapes[g.shapes[b]].CPUMilli })
 			g.prefix = make([]float64, len(g.shapes)+1)
 			for k, si := range g.shapes {
@@ -118,18 +118,8 @@ func unfillable(n *Node, w *Workload, pos int, extra int64) float64 {
 	if w == nil {
 		return 0
 	}
-	var buf [16]int64
-	frees := buf[:0]
-	var idle int64
-	for i := range n.Cards {
-		c := &n.Cards[i]
-		free := int64(-1) // unhealthy: no room for anyone
-		if c.Healthy {
-			free = max(c.Total-usedWith(c, i, pos, extra), 0)
-			idle += free
-		}
-		frees = append(frees, free)
-	}
+	var buf [16]cardRun
+	runs, idle := cardRuns(n, w, pos, extra, buf[:0])
 	if idle == 0 {
 		return 0
 	}
@@ -147,25 +137,16 @@ func unfillable(n *Node, w *Workload, pos int, extra int64) float64 {
 	for gi := range groups {
 		g := &groups[gi]
 		var slots, freeCards, freeUnits int64
-		lastModel, checked, allowed := "", false, true
-		for i, free := range frees {
-			if free <= 0 {
+		for ri := range runs {
+			r := &runs[ri]
+			if !g.models.allows(r.model, r.modelIndex) {
 				continue
 			}
-			if len(g.models) > 0 {
-				// A node's cards are mostly of one model: ask once per model run.
-				if m := n.Cards[i].Model; !checked || m != lastModel {
-					lastModel, checked, allowed = m, true, modelAllowed(g.models, m)
-				}
-				if !allowed {
-					continue
-				}
-			}
 			if g.share > 0 {
-				slots += free / g.share
-			} else if free == n.Cards[i].Total {
-				freeCards++
-				freeUnits += free
+				slots += r.count * (r.free / g.share)
+			} else if r.free == r.total {
+				freeCards += r.count
+				freeUnits += r.count * r.free
 			}
 		}
 		var pods, per int64
@@ -217,4 +198,39 @@ func scarcity(capacity map[string]int64, models []string) float64 {
 		return 1
 	}
 	return float64(all) / float64(allowed)
+}
+
+// cardRun is a run of alike cards with room: same free units, size and
+// model. A node has few distinct cards, so the workload's many shapes walk
+// its runs rather than its cards.
+type cardRun struct {
+	free, total, count int64
+	model              string
+	modelIndex         int // w.modelOf(model)
+}
+
+// cardRuns appends to runs the node's healthy cards with room, with extra
+// units used on n.Cards[pos] (pos -1: none), and returns their free units.
+func cardRuns(n *Node, w *Workload, pos int, extra int64, runs []cardRun) ([]cardRun, int64) {
+	var idle int64
+next:
+	for i := range n.Cards {
+		c := &n.Cards[i]
+		if !c.Healthy {
+			continue
+		}
+		free := max(c.Total-usedWith(c, i, pos, extra), 0)
+		if free == 0 {
+			continue
+		}
+		idle += free
+		for r := range runs {
+			if o := &runs[r]; o.free == free && o.total == c.Total && o.model == c.Model {
+				o.count++
+				continue next
+			}
+		}
+		runs = append(runs, cardRun{free: free, total: c.Total, count: 1, model: c.Model, modelIndex: w.modelOf(c.Model)})
+	}
+	return runs, idle
 }

@@ -257,7 +257,7 @@ func TestNewWorkload(t *testing.T) {
 	// 6+3 = 9 of 10 pods reach 90%: c is left out; weights 6/9 and 3/9.
 	w := NewWorkload(map[Shape]int64{a: 6, b: 3, c: 1}, 0.9)
 	want := []WeightedShape{{Shape: a, Weight: 6.0 / 9}, {Shape: b, Weight: 3.0 / 9}}
-	if diff := cmp.Diff(want, w.Shapes, cmp.AllowUnexported(WeightedShape{})); diff != "" {
+	if diff := cmp.Diff(want, w.Shapes, cmp.AllowUnexported(WeightedShape{}, modelMatch{})); diff != "" {
 		t.Errorf("shapes (-want +got):\n%s", diff)
 	}
 }
@@ -314,12 +314,19 @@ func TestFragmentationOnePassAgrees(t *testing.T) {
 			if s.Cards > 0 && rng.Intn(3) > 0 {
 				s.Share = int64(1 + rng.Intn(1000))
 			}
-			if rng.Intn(4) == 0 {
+			switch rng.Intn(8) {
+			case 0, 1:
 				s.Models = models[rng.Intn(3)]
+			case 2:
+				s.Models = "V100M16|t4"
 			}
 			counts[s] += int64(1 + rng.Intn(50))
 		}
 		w := NewWorkload(counts, 1)
+		if rng.Intn(2) == 0 {
+			// Answers worked out for some models; V100M16 takes the slow path.
+			w.SetCapacity(map[string]int64{"T4": 8, "A100": 16})
+		}
 		pos, extra := rng.Intn(len(n.Cards)+1)-1, int64(rng.Intn(40))
 		var want float64
 		for i := range w.Shapes {
