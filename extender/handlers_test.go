@@ -164,3 +164,35 @@ func TestPrioritize(t *testing.T) {
 		t.Errorf("(-want +got):\n%s", diff)
 	}
 }
+
+// TestRandomDrawsPerPod: under the random policy, pods of one shape on
+// identical nodes go to nodes drawn afresh for each pod, not to the one node
+// a draw from the nodes' state alone would always prefer.
+func TestRandomDrawsPerPod(t *testing.T) {
+	var objs []runtime.Object
+	var nodes []string
+	for i := range 8 {
+		n := "n" + string(rune('a'+i))
+		objs = append(objs, fixture.MakeNode(n).Cards("Tesla T4", fixture.GiB(16), fixture.GiB(16)).Obj())
+		nodes = append(nodes, n)
+	}
+	e := newEnv(t, "random", objs...)
+	won := map[string]int{}
+	for i := range 80 {
+		pod := fixture.MakePod().Name("p" + string(rune('0'+i/10)) + string(rune('0'+i%10))).GPUMem(4).Obj()
+		var res extenderv1.HostPriorityList
+		if code := e.post(prioritizePath, extenderv1.ExtenderArgs{Pod: pod, NodeNames: &nodes}, &res); code != http.StatusOK {
+			t.Fatalf("status %d", code)
+		}
+		for _, h := range res {
+			if h.Score == extenderv1.MaxExtenderPriority {
+				won[h.Host]++
+			}
+		}
+	}
+	// 80 pods over 8 nodes: each node is top for about 10 (a node missing
+	// altogether has odds of 8 * (7/8)^80, about 2e-4).
+	if len(won) != len(nodes) {
+		t.Errorf("top nodes over 80 pods: %v, want all %d nodes", won, len(nodes))
+	}
+}
