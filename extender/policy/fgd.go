@@ -52,10 +52,11 @@ type Workload struct {
 	// The shapes grouped so that fragmentation is computed in one pass over
 	// a node's sorted free memory (indices into Shapes): shares on any
 	// model by ascending share, whole cards on any model, pods without GPU,
-	// and the rest (model constraints), which take the card-by-card path.
+	// and the rest (model constraints), rated over the node's runs of alike
+	// cards.
 	byShare, whole, noGPU, other []int
 	// other grouped by what the shapes ask of the cards (share, cards,
-	// models): they differ in CPU only, so the cards are walked once a group.
+	// models): they differ in CPU only, so the runs are walked once a group.
 	otherGroups [][]int
 	// capacity is the cluster's healthy cards by model (nil: unknown), and
 	// modelIndex numbers those models.
@@ -297,66 +298,11 @@ func fragmentation(n *Node, w *Workload, pos int, extra int64) float64 {
 	return f
 }
 
-// shapeFragment is one shape's fragmentation, card by card: the definition
-// that fragmentation's one-pass groups must agree with.
-func shapeFragment(n *Node, s *WeightedShape, pos int, extra int64) int64 {
-	if n.Resources && n.CPUFree < s.CPUMilli {
-		return idleWith(n, pos, extra)
-	}
-	return cardFragment(n, s, pos, extra)
-}
-
-// idleWith is the healthy cards' free memory with extra units at pos.
-func idleWith(n *Node, pos int, extra int64) int64 {
-	var idle int64
-	for i := range n.Cards {
-		if c := &n.Cards[i]; c.Healthy {
-			idle += max(c.Total-usedWith(c, i, pos, extra), 0)
-		}
-	}
-	return idle
-}
-
-// cardFragment is shapeFragment as the cards alone say, CPU aside: all the
-// idle memory if fewer cards than the shape needs could take it (room and
-// model), else the idle memory of the cards that could not.
-func cardFragment(n *Node, s *WeightedShape, pos int, extra int64) int64 {
-	var idle, frag int64
-	fit := 0
-	lastModel, checked, allowed := "", false, true
-	for i := range n.Cards {
-		c := &n.Cards[i]
-		if !c.Healthy {
-			continue
-		}
-		used := usedWith(c, i, pos, extra)
-		free := max(c.Total-used, 0)
-		idle += free
-		need := s.Share
-		if need == 0 { // whole card
-			need = c.Total
-		}
-		if free >= need {
-			// A node's cards are mostly of one model: ask once per model run.
-			if !checked || c.Model != lastModel {
-				lastModel, checked, allowed = c.Model, true, s.models.allows(c.Model, -1)
-			}
-		}
-		if free >= need && allowed {
-			fit++
-		} else {
-			frag += free
-		}
-	}
-	if s.Cards == 0 || fit < s.Cards {
-		return idle
-	}
-	return frag
-}
-
-// runsFragment is cardFragment, CPU aside, over the node's runs of alike
-// cards with room (idle is their free units): cards without room add
-// nothing to either measure.
+// runsFragment is one shape's fragmentation as the cards alone say, CPU
+// aside, over the node's runs of alike cards with room (idle is their free
+// units): all the idle memory if fewer cards than the shape needs could
+// take it (room and model), else the idle memory of the cards that could
+// not. Cards without room add nothing to either measure.
 func runsFragment(runs []cardRun, idle int64, s *WeightedShape) int64 {
 	var frag, fit int64
 	for i := range runs {

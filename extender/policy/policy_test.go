@@ -294,6 +294,56 @@ func TestGet(t *testing.T) {
 	}
 }
 
+// shapeFragment is one shape's fragmentation, card by card: the definition
+// that fragmentation's one pass must agree with.
+func shapeFragment(n *Node, s *WeightedShape, pos int, extra int64) int64 {
+	if n.Resources && n.CPUFree < s.CPUMilli {
+		return idleWith(n, pos, extra)
+	}
+	return cardFragment(n, s, pos, extra)
+}
+
+// idleWith is the healthy cards' free memory with extra units at pos.
+func idleWith(n *Node, pos int, extra int64) int64 {
+	var idle int64
+	for i := range n.Cards {
+		if c := &n.Cards[i]; c.Healthy {
+			idle += max(c.Total-usedWith(c, i, pos, extra), 0)
+		}
+	}
+	return idle
+}
+
+// cardFragment is shapeFragment as the cards alone say, CPU aside: all the
+// idle memory if fewer cards than the shape needs could take it (room and
+// model), else the idle memory of the cards that could not.
+func cardFragment(n *Node, s *WeightedShape, pos int, extra int64) int64 {
+	var idle, frag int64
+	fit := 0
+	for i := range n.Cards {
+		c := &n.Cards[i]
+		if !c.Healthy {
+			continue
+		}
+		used := usedWith(c, i, pos, extra)
+		free := max(c.Total-used, 0)
+		idle += free
+		need := s.Share
+		if need == 0 { // whole card
+			need = c.Total
+		}
+		if free >= need && contract.ModelAllowed(s.models.allowed, c.Model) {
+			fit++
+		} else {
+			frag += free
+		}
+	}
+	if s.Cards == 0 || fit < s.Cards {
+		return idle
+	}
+	return frag
+}
+
 // TestFragmentationOnePassAgrees checks the one-pass fragmentation against
 // the card-by-card definition on random nodes and workloads.
 func TestFragmentationOnePassAgrees(t *testing.T) {
