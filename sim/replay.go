@@ -33,11 +33,13 @@ const (
 	// seed), as kube-scheduler chooses between its best nodes.
 	TieRandom TieBreak = "random"
 	// TiePermutation: the first in a random order of the nodes drawn once
-	// per seed (the default). The published simulator does this: it
+	// per seed (DefaultTies). The published simulator does this: it
 	// prefixes every node's name with its place in a random permutation,
 	// and its scheduler gives ties to the smallest name. This is what
 	// reproduces the published figures.
 	TiePermutation TieBreak = "perm"
+	// DefaultTies is the tie-break used when none is given.
+	DefaultTies = TiePermutation
 )
 
 // Config is one replay: a cluster, a workload, a policy, a seed.
@@ -49,7 +51,7 @@ type Config struct {
 	Workload WorkloadSource
 	// Coverage is the share of pods whose shapes the workload keeps (0.95).
 	Coverage float64
-	// Ties breaks ties between the best nodes (TiePermutation if empty).
+	// Ties breaks ties between the best nodes (DefaultTies if empty).
 	Ties TieBreak
 	// Cold re-evaluates every node for every pod; otherwise a node whose
 	// state did not change since a pod of the same request was evaluated
@@ -104,7 +106,7 @@ func Replay(cfg Config) (*Result, error) {
 	}
 	switch cfg.Ties {
 	case "":
-		cfg.Ties = TiePermutation
+		cfg.Ties = DefaultTies
 	case TieFirst, TieRandom, TiePermutation:
 	default:
 		return nil, fmt.Errorf("unknown tie-break %q: want %s, %s or %s", cfg.Ties, TieFirst, TieRandom, TiePermutation)

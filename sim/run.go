@@ -94,7 +94,7 @@ func Run(opts Options) ([]*Summary, error) {
 		opts.Parallel = runtime.GOMAXPROCS(0)
 	}
 	if opts.Ties == "" {
-		opts.Ties = TiePermutation
+		opts.Ties = DefaultTies
 	}
 	if err := os.MkdirAll(opts.Out, 0o755); err != nil {
 		return nil, err
