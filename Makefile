@@ -11,7 +11,7 @@ TRACE ?= ../shared/traces/openb
 # go-nvml's cgo bindings name deprecated NVML calls; the warnings are theirs.
 export CGO_CFLAGS ?= -O2 -g -Wno-deprecated-declarations
 
-.PHONY: help build test unit e2e demo throughput verify fmt lint bench fuzz clean manifests sim
+.PHONY: help build test unit e2e node-deps demo throughput verify fmt lint bench fuzz clean manifests sim
 
 help: ## list the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
@@ -27,13 +27,24 @@ unit: ## unit tests with the race detector: the product's, then the kubelet devi
 	$(GO) test -race -count=1 $(PKGS)
 	cd test && $(GO) test -race -count=1 ./devicemanager/...
 
-e2e: ## end-to-end tests on a local cluster (the first run builds etcd, kube-apiserver and kube-scheduler into the cache: several minutes)
-	cd test && $(GO) test -count=1 -timeout 60m -v ./e2e/...
+e2e: node-deps ## end-to-end tests on a local cluster, simulated nodes, then a real node as root (the first run builds the Kubernetes components into the cache: several minutes each)
+	cd test && $(GO) test -p 1 -count=1 -timeout 60m -v ./e2e/...
+
+# What a real node needs from Debian's packages: the container runtime, the
+# CNI plugins, iptables for kube-proxy.
+NODE_DEPS := containerd runc containernetworking-plugins iptables conntrack
+
+node-deps: ## as root with apt-get: install what real nodes need (containerd, runc, CNI plugins, iptables) where missing
+	@if [ "$$(id -u)" != 0 ]; then echo "node-deps: not root: the real-node tests will say why they skip"; \
+	elif ! command -v apt-get >/dev/null; then echo "node-deps: no apt-get: install $(NODE_DEPS) yourself for real nodes"; \
+	else missing=$$(for p in $(NODE_DEPS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
+	  if [ -n "$$missing" ]; then echo "node-deps: installing" $$missing; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; fi; fi
 
 throughput: ## schedule 2,000 GPU pods on 1,000 nodes through kube-scheduler with and without the extender; pods/s and ratio
 	cd test && $(GO) test -run '^$$' -bench Throughput -benchtime 1x -timeout 60m -v ./perf/
 
-demo: ## bring a local GPU-sharing cluster up, run a sample training workload, print where it went; stays up until Ctrl-C
+demo: node-deps ## bring a local GPU-sharing cluster up (as root, with a real node too), run a sample training workload, print where it went; stays up until Ctrl-C
 	cd test && $(GO) run ./cmd/gpupack-demo
 
 # helm, pinned by test/tools/helm and built into the cache on first use.

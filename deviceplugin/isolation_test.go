@@ -165,8 +165,12 @@ func TestSimulatedJobOverItsShare(t *testing.T) {
 	ctx, cancel := context.WithCancel(h.ctx)
 	done := make(chan error, 1)
 	env := job.Env{UUIDs: []string{h.uuids[0]}, LimitMiB: 10240}
+	self, err := mock.SelfIdentity() // the test process stands for big's job
+	if err != nil {
+		t.Fatal(err)
+	}
 	go func() {
-		done <- job.Run(ctx, h.store, env, job.Spec{Name: "big", Steps: 2000, StepTime: 2 * time.Millisecond, Exceed: 1.5}, os.Getpid(), io.Discard)
+		done <- job.Run(ctx, h.store, env, job.Spec{Name: "big", Steps: 2000, StepTime: 2 * time.Millisecond, Exceed: 1.5}, self, io.Discard)
 	}()
 	iso := &isolation{since: map[overKey]time.Time{}, evicted: map[types.UID]bool{}}
 	var over ContainerUsage

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"os"
 	"path/filepath"
@@ -60,6 +61,50 @@ type Options struct {
 	// containers hold, and annotations are reconciled with it; without it
 	// (""), the plugin remembers what it served.
 	PodResourcesSocket string
+	// Mounts and Env are added to every container's allocation, beside
+	// its cards' environment: what a container needs to use the cards that
+	// the cards' environment does not carry, as the NVIDIA plugin adds
+	// /dev/nvidia* device nodes (simulated cards: the folder of their
+	// state, and GPUPACK_MOCK_STATE). Paths are absolute; Env may not name
+	// a variable the plugin sets itself. New refuses others.
+	Mounts []*pluginapi.Mount
+	Env    map[string]string
+}
+
+// ownEnv are the variables Allocate sets in every container from its
+// cards (CGPU_DISABLE only where isolation is disabled).
+var ownEnv = []string{
+	contract.EnvVisibleDevices, contract.EnvIndex, contract.EnvPodMem, contract.EnvContainerMem, contract.EnvDevMem,
+	envLimitMiB, envFraction, envXLAFraction, envXLAPreallocate, envTFGrowth, contract.EnvCGPUDisable,
+}
+
+// The limits frameworks read from the environment.
+const (
+	envLimitMiB       = "GPUPACK_MEMORY_LIMIT_MIB"
+	envFraction       = "GPUPACK_MEMORY_FRACTION"
+	envXLAFraction    = "XLA_PYTHON_CLIENT_MEM_FRACTION"
+	envXLAPreallocate = "XLA_PYTHON_CLIENT_PREALLOCATE"
+	envTFGrowth       = "TF_FORCE_GPU_ALLOW_GROWTH"
+)
+
+// validateExtras checks Options.Mounts and Options.Env.
+func validateExtras(opts Options) error {
+	for i, m := range opts.Mounts {
+		if m == nil || !filepath.IsAbs(m.ContainerPath) || !filepath.IsAbs(m.HostPath) {
+			return fmt.Errorf("mount %d of every allocation (%v): want absolute container and host paths", i, m)
+		}
+	}
+	for _, k := range ownEnv {
+		if _, ok := opts.Env[k]; ok {
+			return fmt.Errorf("the environment added to every allocation sets %s, which the plugin sets from the cards: want a name other than %s", k, strings.Join(ownEnv, ", "))
+		}
+	}
+	for k := range opts.Env {
+		if k == "" || strings.ContainsAny(k, "=\x00") {
+			return fmt.Errorf("the environment added to every allocation has a variable named %q: want a non-empty name without '=' or NUL", k)
+		}
+	}
+	return nil
 }
 
 // Plugin is the device plugin of one node.
@@ -92,6 +137,9 @@ var _ pluginapi.DevicePluginServer = (*Plugin)(nil)
 
 // New reads the cards and returns a plugin.
 func New(opts Options, lib nvml.Interface, pods PodSource, client kubernetes.Interface) (*Plugin, error) {
+	if err := validateExtras(opts); err != nil {
+		return nil, err
+	}
 	devs, err := lib.Devices()
 	if err != nil {
 		return nil, fmt.Errorf("listing GPUs: %w", err)
@@ -311,7 +359,7 @@ func (p *Plugin) Allocate(ctx context.Context, req *pluginapi.AllocateRequest) (
 			return nil, err
 		}
 		p.metrics.allocations.WithLabelValues("allocated").Inc()
-		resp.ContainerResponses = append(resp.ContainerResponses, &pluginapi.ContainerAllocateResponse{Envs: p.env(w)})
+		resp.ContainerResponses = append(resp.ContainerResponses, p.containerResponse(w))
 		klog.FromContext(ctx).Info("Allocated", "node", p.opts.NodeName, "pod", klog.KObj(w.pod), "container", w.container, "cards", describeCards(w.cards))
 		if p.podResources == nil {
 			p.markAssigned(ctx, w)
@@ -381,6 +429,18 @@ func (p *Plugin) pending(ctx context.Context, pods []*corev1.Pod) (ws []waiting,
 	return ws, true, nil
 }
 
+// containerResponse is what a container gets: its cards' environment, and
+// what Options add to every container.
+func (p *Plugin) containerResponse(w waiting) *pluginapi.ContainerAllocateResponse {
+	env := p.env(w)
+	maps.Copy(env, p.opts.Env) // names apart from env's (New checked)
+	r := &pluginapi.ContainerAllocateResponse{Envs: env}
+	for _, m := range p.opts.Mounts {
+		r.Mounts = append(r.Mounts, &pluginapi.Mount{ContainerPath: m.ContainerPath, HostPath: m.HostPath, ReadOnly: m.ReadOnly})
+	}
+	return r
+}
+
 // env is the container's environment for its cards.
 func (p *Plugin) env(w waiting) map[string]string {
 	idx := make([]int, 0, len(w.cards))
@@ -411,12 +471,12 @@ func (p *Plugin) env(w waiting) map[string]string {
 		contract.EnvPodMem:         strconv.FormatInt(w.podAlloc.Total(), 10),
 		contract.EnvContainerMem:   strconv.FormatInt(w.units(), 10),
 		contract.EnvDevMem:         strconv.FormatInt(devUnits, 10),
-		"GPUPACK_MEMORY_LIMIT_MIB": strconv.FormatInt(limitMiB, 10),
-		"GPUPACK_MEMORY_FRACTION":  strconv.FormatFloat(fraction, 'f', 4, 64),
+		envLimitMiB:                strconv.FormatInt(limitMiB, 10),
+		envFraction:                strconv.FormatFloat(fraction, 'f', 4, 64),
 		// Frameworks that read a limit from the environment.
-		"XLA_PYTHON_CLIENT_MEM_FRACTION": strconv.FormatFloat(fraction, 'f', 4, 64),
-		"XLA_PYTHON_CLIENT_PREALLOCATE":  "false",
-		"TF_FORCE_GPU_ALLOW_GROWTH":      "true",
+		envXLAFraction:    strconv.FormatFloat(fraction, 'f', 4, 64),
+		envXLAPreallocate: "false",
+		envTFGrowth:       "true",
 	}
 	if p.opts.CGPUDisabled {
 		env[contract.EnvCGPUDisable] = "true"

@@ -52,7 +52,9 @@ func (st *Store) Lose(card int, lost bool) error {
 	})
 }
 
-// SetProcess adds or replaces a process on a card.
+// SetProcess adds a process to a card, or replaces the record of the same
+// PID in the same PID namespace (so two containers' PID 1 are two
+// processes).
 func (st *Store) SetProcess(card int, p Process) error {
 	return st.Update(func(s *State) error {
 		c, err := s.card(card)
@@ -60,7 +62,7 @@ func (st *Store) SetProcess(card int, p Process) error {
 			return err
 		}
 		for i := range c.Processes {
-			if c.Processes[i].PID == p.PID {
+			if c.Processes[i].sameProcess(p) {
 				c.Processes[i] = p
 				return nil
 			}
@@ -70,13 +72,15 @@ func (st *Store) SetProcess(card int, p Process) error {
 	})
 }
 
-// RemoveProcess removes a process from every card.
-func (st *Store) RemoveProcess(pid int) error {
+// RemoveProcess removes a process (its PID in its PID namespace; the start
+// time is not compared) from every card.
+func (st *Store) RemoveProcess(id Identity) error {
+	gone := Process{PIDNamespace: id.PIDNamespace, PID: id.PID}
 	return st.Update(func(s *State) error {
 		for ci := range s.Cards {
 			ps := s.Cards[ci].Processes[:0]
 			for _, p := range s.Cards[ci].Processes {
-				if p.PID != pid {
+				if !p.sameProcess(gone) {
 					ps = append(ps, p)
 				}
 			}

@@ -2,17 +2,51 @@ package mock
 
 import (
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/NVIDIA/go-nvml/pkg/nvml"
 	nvmlmock "github.com/NVIDIA/go-nvml/pkg/nvml/mock"
+	"k8s.io/klog/v2"
 )
+
+// Option configures the simulated NVML.
+type Option func(*options)
+
+type options struct {
+	procRoot string
+	log      klog.Logger
+}
+
+// WithProcRoot says where the host's /proc is seen: the device plugin's
+// --proc-root ("/proc" without this option). Processes are reported under
+// the host PIDs found there, as the real NVML reports them.
+func WithProcRoot(dir string) Option {
+	return func(o *options) {
+		if dir != "" {
+			o.procRoot = dir
+		}
+	}
+}
+
+// WithLogger sets the logger of the process look-ups (klog.Background()
+// without this option).
+func WithLogger(log klog.Logger) Option {
+	return func(o *options) { o.log = log }
+}
 
 // New returns a simulated NVML over the node in store. Every call reads the
 // shared state, so faults and processes appear as soon as anyone writes them.
-func New(st *Store) nvml.Interface {
-	m := &lib{st: st}
+func New(st *Store, opts ...Option) nvml.Interface {
+	_, iface := newLib(st, opts...)
+	return iface
+}
+
+func newLib(st *Store, opts ...Option) (*lib, nvml.Interface) {
+	o := options{procRoot: "/proc", log: klog.Background()}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	m := &lib{st: st, pids: newHostPIDs(o.procRoot, o.log.WithName("mock-nvml"))}
 	iface := &nvmlmock.Interface{
 		InitFunc:     func() nvml.Return { return m.init() },
 		ShutdownFunc: func() nvml.Return { return nvml.SUCCESS },
@@ -29,12 +63,14 @@ func New(st *Store) nvml.Interface {
 		DeviceGetHandleByIndexFunc: func(i int) (nvml.Device, nvml.Return) { return m.device(i) },
 		EventSetCreateFunc:         func() (nvml.EventSet, nvml.Return) { return m.eventSet(), nvml.SUCCESS },
 	}
-	return iface
+	return m, iface
 }
 
 type lib struct {
 	st *Store
-	mu sync.Mutex
+	// pids finds the host PIDs of the recorded processes.
+	pids *hostPIDs
+	mu   sync.Mutex
 	// devices are made once per index, so that handles compare equal.
 	devices map[int]*nvmlmock.Device
 	// registered maps event sets to the cards they watch.
@@ -48,34 +84,17 @@ func (m *lib) init() nvml.Return {
 	return nvml.SUCCESS
 }
 
-// read loads the state, dropping processes that are no longer alive (NVML
-// does not show a dead process).
+// read loads the state as recorded.
 func (m *lib) read() (*State, nvml.Return) {
 	s, err := m.st.Read()
 	if err != nil {
 		return nil, nvml.ERROR_UNKNOWN
 	}
-	for ci := range s.Cards {
-		ps := s.Cards[ci].Processes[:0]
-		for _, p := range s.Cards[ci].Processes {
-			if alive(p.PID) {
-				ps = append(ps, p)
-			}
-		}
-		s.Cards[ci].Processes = ps
-	}
 	return s, nvml.SUCCESS
 }
 
-func alive(pid int) bool {
-	if pid <= 0 {
-		return false
-	}
-	err := syscall.Kill(pid, 0)
-	return err == nil || err == syscall.EPERM
-}
-
-// card reads card i, or the return code NVML gives for it.
+// card reads card i, its processes as NVML reports them, or the return
+// code NVML gives for it.
 func (m *lib) card(i int) (*State, *CardState, nvml.Return) {
 	s, ret := m.read()
 	if ret != nvml.SUCCESS {
@@ -88,6 +107,8 @@ func (m *lib) card(i int) (*State, *CardState, nvml.Return) {
 	if c.Lost {
 		return nil, nil, nvml.ERROR_GPU_IS_LOST
 	}
+	// NVML shows the processes that run, under their host PIDs.
+	c.Processes = m.pids.report(c.Processes)
 	return s, c, nvml.SUCCESS
 }
 

@@ -33,14 +33,37 @@ type CardState struct {
 	Processes []Process `json:"processes,omitempty"`
 }
 
-// Process is a process using a card.
+// Process is a process using a card. PIDNamespace, PID and StartTime are
+// its Identity: a job in a container records its PID in the container's
+// namespace, and the simulated NVML finds its host PID.
 type Process struct {
-	PID     int   `json:"pid"`
-	UsedMiB int64 `json:"usedMiB"`
+	// PID is the process's PID in PIDNamespace; without PIDNamespace (a
+	// record written before namespaces were), a PID of the host.
+	PID int `json:"pid"`
+	// PIDNamespace is the inode of the process's PID namespace
+	// (/proc/<pid>/ns/pid).
+	PIDNamespace uint64 `json:"pidNamespace,omitempty"`
+	// StartTime is the process's start in clock ticks after boot (field 22
+	// of /proc/<pid>/stat), the same from every namespace: it tells the
+	// process from a later one with its PID.
+	StartTime uint64 `json:"startTime,omitempty"`
+	UsedMiB   int64  `json:"usedMiB"`
 	// SM is the share of the card's SMs it keeps busy, 0..100.
 	SM int `json:"sm"`
 	// Job names the simulated job, for people reading the file.
 	Job string `json:"job,omitempty"`
+}
+
+// Identity is the identity the process recorded.
+func (p Process) Identity() Identity {
+	return Identity{PIDNamespace: p.PIDNamespace, PID: p.PID, StartTime: p.StartTime}
+}
+
+// sameProcess reports whether two records name the same process slot: the
+// same PID in the same namespace (a record without a namespace is of the
+// host's).
+func (p Process) sameProcess(q Process) bool {
+	return p.PIDNamespace == q.PIDNamespace && p.PID == q.PID
 }
 
 // Event is a fault to deliver through NVML events.
@@ -115,7 +138,7 @@ type Store struct{ path string }
 func Create(path string, s *State) (*Store, error) {
 	st := &Store{path: path}
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("mock NVML state: %w", err)
 	}
 	return st, st.locked(syscall.LOCK_EX, func() error { return st.write(s) })
 }
@@ -203,10 +226,23 @@ func (st *Store) write(s *State) error {
 	return nil
 }
 
-// Prepare creates the state file of a simulated node at path from spec: a
-// preset name (see Presets) or the path of a Config file. The node name
-// seeds the cards' UUIDs when the config does not name one.
+// Prepare opens the state file of a simulated node at path, as
+// OpenOrCreate does, for spec: a preset name (see Presets) or the path of a
+// Config file. The node name seeds the cards' UUIDs when the config does
+// not name one.
 func Prepare(spec, path, node string) (*Store, error) {
+	s, err := StateFromSpec(spec, node)
+	if err != nil {
+		return nil, err
+	}
+	st, _, err := OpenOrCreate(path, s)
+	return st, err
+}
+
+// StateFromSpec builds a simulated node from spec: a preset name (see
+// Presets) or the path of a Config file. The node name seeds the cards'
+// UUIDs when the config does not name one.
+func StateFromSpec(spec, node string) (*State, error) {
 	var c Config
 	if _, ok := Presets[spec]; ok {
 		c = Config{Preset: spec}
@@ -220,9 +256,43 @@ func Prepare(spec, path, node string) (*Store, error) {
 	if c.Node == "" {
 		c.Node = node
 	}
-	s, err := NewState(c)
-	if err != nil {
-		return nil, err
+	return NewState(c)
+}
+
+// OpenOrCreate returns the store of the state file at path. A file that
+// describes the node of s (same node, same cards) is kept as it is, with
+// its processes, lost cards and faults: a device plugin that restarts
+// finds its node as it left it. Any other file (none, unreadable, another
+// node or other cards) is replaced by s. kept says which.
+func OpenOrCreate(path string, s *State) (st *Store, kept bool, err error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, false, fmt.Errorf("mock NVML state: %w", err)
 	}
-	return Create(path, s)
+	st = &Store{path: path}
+	err = st.locked(syscall.LOCK_EX, func() error {
+		if cur, err := st.read(); err == nil && cur.sameNode(s) {
+			kept = true
+			return nil
+		}
+		return st.write(s)
+	})
+	if err != nil {
+		return nil, false, err
+	}
+	return st, kept, nil
+}
+
+// sameNode reports whether s describes the node and cards of o (what
+// happens on the cards aside).
+func (s *State) sameNode(o *State) bool {
+	if s.Node != o.Node || len(s.Cards) != len(o.Cards) {
+		return false
+	}
+	for i, c := range s.Cards {
+		w := o.Cards[i]
+		if c.Model != w.Model || c.UUID != w.UUID || c.MemoryMiB != w.MemoryMiB || c.IdleW != w.IdleW || c.MaxW != w.MaxW {
+			return false
+		}
+	}
+	return true
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/gpupack/gpupack/deviceplugin"
 	"github.com/gpupack/gpupack/internal/cli"
 	"github.com/gpupack/gpupack/mock"
+	"github.com/gpupack/gpupack/mock/job"
 	"github.com/gpupack/gpupack/nvml"
 )
 
@@ -58,7 +59,12 @@ Prometheus metrics.
 "mock:<preset>" (presets: ` + strings.Join(mock.PresetNames(), ", ") + `) or
 "mock:<file>" (a YAML node config: preset, or cards: [A100-80GB, T4, ...])
 simulates the cards, keeping their state in --mock-state so simulated jobs
-(gpupack-train) can share it.`,
+(gpupack-train) can share it. A state file of the same node and cards is kept
+across restarts (with its jobs' processes and faults). Every container
+allocated simulated cards gets the state's folder mounted at the same path
+and GPUPACK_MOCK_STATE naming the file, as real cards come with their device
+nodes: on a Kubernetes node, --mock-state must lie in a folder of its own on
+a hostPath mounted at the same path in the plugin's container.`,
 		SilenceUsage: true,
 		Version:      Version,
 		Args:         cobra.NoArgs,
@@ -75,7 +81,7 @@ simulates the cards, keeping their state in --mock-state so simulated jobs
 	fl.StringVar(&f.dir, "device-plugin-dir", pluginapi.DevicePluginPath, "the kubelet's device-plugins folder")
 	fl.StringVar(&f.nvmlSpec, "nvml", "real", `the cards: "real", "mock:<preset>" or "mock:<config file>"`)
 	fl.StringVar(&f.nvmlLibrary, "nvml-library", "", "path of libnvidia-ml.so.1 for --nvml=real (default: the loader's search path)")
-	fl.StringVar(&f.mockState, "mock-state", "", "state file of the simulated cards (default <tmp>/gpupack-mock-<node>.json)")
+	fl.StringVar(&f.mockState, "mock-state", "", "state file of the simulated cards; its folder is mounted into every container given simulated cards, so on a node it must be a hostPath mounted at the same path here (default <tmp>/gpupack-mock-<node>/nvml.json)")
 	fl.StringVar(&f.unit, "memory-unit", "GiB", "unit of aliyun.com/gpu-mem: GiB or MiB (the extender's must match)")
 	fl.StringVar(&f.procRoot, "proc-root", "/proc", "the host's /proc, to map GPU processes to pods")
 	fl.StringVar(&f.podResources, "pod-resources-socket", deviceplugin.DefaultPodResourcesSocket, `the kubelet's PodResources API socket ("" to not reconcile)`)
@@ -98,11 +104,11 @@ func run(ctx context.Context, f *flags) error {
 	if err != nil {
 		return err
 	}
-	lib, err := openNVML(f)
+	cards, err := openNVML(ctx, f)
 	if err != nil {
 		return err
 	}
-	defer lib.Shutdown()
+	defer cards.lib.Shutdown()
 	rc, err := cli.RestConfig(f.kubeconfig)
 	if err != nil {
 		return err
@@ -117,6 +123,7 @@ func run(ctx context.Context, f *flags) error {
 			NodeName: f.node, Dir: f.dir, Unit: unit, CGPUDisabled: f.cgpuDisabled,
 			Health:   nvml.HealthOptions{IgnoredXids: xids(f.ignoredXids), Quiet: f.quiet},
 			ProcRoot: f.procRoot, EvictOverShareAfter: f.evictAfter, PodResourcesSocket: f.podResources,
+			Mounts: cards.mounts, Env: cards.env,
 		},
 		UsageInterval:     f.usageInterval,
 		ReconcileInterval: f.reconcileInterval,
@@ -124,27 +131,63 @@ func run(ctx context.Context, f *flags) error {
 	if f.metricsPort != 0 {
 		cfg.MetricsAddr = fmt.Sprintf(":%d", f.metricsPort)
 	}
-	return deviceplugin.RunDaemon(ctx, cfg, lib, client)
+	return deviceplugin.RunDaemon(ctx, cfg, cards.lib, client)
 }
 
-// openNVML opens the real library or a simulated node.
-func openNVML(f *flags) (nvml.Interface, error) {
+// cards are the node's cards as --nvml chose them, and what each container
+// given some needs besides its environment (nothing for real cards: the
+// NVIDIA runtime brings their device nodes).
+type cards struct {
+	lib    nvml.Interface
+	mounts []*pluginapi.Mount
+	env    map[string]string
+}
+
+// openNVML opens the real library or a simulated node. The simulated
+// node's state is kept when it describes the same node and cards (a
+// restarted plugin finds its jobs and faults), and travels with every
+// allocation: the state's folder (not the file, which is replaced by
+// rename) mounted at the same path, read-write, and GPUPACK_MOCK_STATE.
+func openNVML(ctx context.Context, f *flags) (cards, error) {
 	if f.nvmlSpec == "real" {
-		return nvml.NewReal(f.nvmlLibrary)
+		lib, err := nvml.NewReal(f.nvmlLibrary)
+		return cards{lib: lib}, err
 	}
 	spec, ok := strings.CutPrefix(f.nvmlSpec, "mock:")
 	if !ok || spec == "" {
-		return nil, fmt.Errorf(`--nvml %q: want "real", "mock:<preset>" or "mock:<file>"`, f.nvmlSpec)
+		return cards{}, fmt.Errorf(`--nvml %q: want "real", "mock:<preset>" or "mock:<file>"`, f.nvmlSpec)
 	}
 	path := f.mockState
 	if path == "" {
-		path = filepath.Join(os.TempDir(), "gpupack-mock-"+f.node+".json")
+		path = filepath.Join(os.TempDir(), "gpupack-mock-"+f.node, "nvml.json")
 	}
-	st, err := mock.Prepare(spec, path, f.node)
+	path, err := filepath.Abs(path)
 	if err != nil {
-		return nil, err
+		return cards{}, fmt.Errorf("--mock-state: %w", err)
 	}
-	return nvml.New(mock.New(st))
+	dir := filepath.Dir(path)
+	if dir == "/" {
+		return cards{}, fmt.Errorf("--mock-state %s: its folder is mounted into every container given simulated cards: give the state a folder of its own", path)
+	}
+	want, err := mock.StateFromSpec(spec, f.node)
+	if err != nil {
+		return cards{}, err
+	}
+	st, kept, err := mock.OpenOrCreate(path, want)
+	if err != nil {
+		return cards{}, err
+	}
+	log := klog.FromContext(ctx)
+	log.Info("Simulated cards", "spec", spec, "state", path, "kept", kept, "cards", len(want.Cards))
+	lib, err := nvml.New(mock.New(st, mock.WithProcRoot(f.procRoot), mock.WithLogger(log)))
+	if err != nil {
+		return cards{}, err
+	}
+	return cards{
+		lib:    lib,
+		mounts: []*pluginapi.Mount{{ContainerPath: dir, HostPath: dir}},
+		env:    map[string]string{job.EnvMockState: path},
+	}, nil
 }
 
 func defaultIgnoredXids() []uint {

@@ -1,10 +1,18 @@
 package main
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"google.golang.org/protobuf/testing/protocmp"
+	pluginapi "k8s.io/kubelet/pkg/apis/deviceplugin/v1beta1"
+
+	"github.com/gpupack/gpupack/mock"
+	"github.com/gpupack/gpupack/mock/job"
 )
 
 func TestOpenNVML(t *testing.T) {
@@ -27,7 +35,7 @@ func TestOpenNVML(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.spec, func(t *testing.T) {
-			lib, err := openNVML(&flags{nvmlSpec: tt.spec, node: "n1", mockState: filepath.Join(dir, "state.json")})
+			cards, err := openNVML(context.Background(), &flags{nvmlSpec: tt.spec, node: "n1", mockState: filepath.Join(dir, "state.json")})
 			if tt.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 					t.Errorf("err = %v, want %q", err, tt.wantErr)
@@ -37,9 +45,101 @@ func TestOpenNVML(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			devs, err := lib.Devices()
+			devs, err := cards.lib.Devices()
 			if err != nil || len(devs) != tt.wantCards {
 				t.Errorf("%d devices, %v", len(devs), err)
+			}
+		})
+	}
+}
+
+// TestSimulatedCardsTravelWithTheAllocation: every container given
+// simulated cards gets the state's folder, mounted at the same path, and
+// GPUPACK_MOCK_STATE.
+func TestSimulatedCardsTravelWithTheAllocation(t *testing.T) {
+	dir := t.TempDir()
+	tests := []struct {
+		name      string
+		mockState string
+		wantState string
+	}{
+		{"an absolute path", filepath.Join(dir, "mock", "nvml.json"), filepath.Join(dir, "mock", "nvml.json")},
+		{"a relative path is made absolute", "rel/nvml.json", filepath.Join(dir, "rel", "nvml.json")},
+	}
+	t.Chdir(dir)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cards, err := openNVML(context.Background(), &flags{nvmlSpec: "mock:t4x4", node: "n1", mockState: tt.mockState})
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := []*pluginapi.Mount{{ContainerPath: filepath.Dir(tt.wantState), HostPath: filepath.Dir(tt.wantState)}}
+			if diff := cmp.Diff(want, cards.mounts, protocmp.Transform()); diff != "" {
+				t.Errorf("mounts (-want +got):\n%s", diff)
+			}
+			if diff := cmp.Diff(map[string]string{job.EnvMockState: tt.wantState}, cards.env); diff != "" {
+				t.Errorf("env (-want +got):\n%s", diff)
+			}
+			if _, err := os.Stat(tt.wantState); err != nil {
+				t.Errorf("no state where the containers are told: %v", err)
+			}
+		})
+	}
+	t.Run("the state's folder must not be /", func(t *testing.T) {
+		_, err := openNVML(context.Background(), &flags{nvmlSpec: "mock:t4x4", node: "n1", mockState: "/nvml.json"})
+		if err == nil || !strings.Contains(err.Error(), "a folder of its own") {
+			t.Errorf("err = %v", err)
+		}
+	})
+	t.Run("real cards come with nothing more", func(t *testing.T) {
+		// The real library is not on this machine; what travels is.
+		cards, _ := openNVML(context.Background(), &flags{nvmlSpec: "real", nvmlLibrary: filepath.Join(dir, "none.so")})
+		if cards.mounts != nil || cards.env != nil {
+			t.Errorf("real cards: mounts %v, env %v", cards.mounts, cards.env)
+		}
+	})
+}
+
+// TestRestartKeepsTheSimulatedNode: a plugin that restarts on the same
+// node and cards keeps the state (its jobs' processes, faults); other cards
+// replace it.
+func TestRestartKeepsTheSimulatedNode(t *testing.T) {
+	tests := []struct {
+		name     string
+		again    string // --nvml of the restarted plugin
+		node     string
+		wantKept bool
+	}{
+		{"same node, same cards", "mock:t4x4", "n1", true},
+		{"other cards", "mock:mixed", "n1", false},
+		{"another node", "mock:t4x4", "n2", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "mock", "nvml.json")
+			if _, err := openNVML(context.Background(), &flags{nvmlSpec: "mock:t4x4", node: "n1", mockState: path}); err != nil {
+				t.Fatal(err)
+			}
+			st, err := mock.Open(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := st.SetProcess(1, mock.Process{PIDNamespace: 4026532201, PID: 1, StartTime: 7, UsedMiB: 512, Job: "train"}); err != nil {
+				t.Fatal(err)
+			}
+			if err := st.InjectXid(2, 79); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := openNVML(context.Background(), &flags{nvmlSpec: tt.again, node: tt.node, mockState: path}); err != nil {
+				t.Fatal(err)
+			}
+			s, err := st.Read()
+			if err != nil {
+				t.Fatal(err)
+			}
+			kept := len(s.Cards[1].Processes) == 1 && s.Seq == 1
+			if kept != tt.wantKept {
+				t.Errorf("the job's process and the fault kept: %v, want %v", kept, tt.wantKept)
 			}
 		})
 	}

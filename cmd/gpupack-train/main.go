@@ -15,6 +15,9 @@ import (
 	"github.com/gpupack/gpupack/mock/job"
 )
 
+// Version is set at build time.
+var Version = "dev"
+
 func main() {
 	if err := newCommand().Execute(); err != nil {
 		os.Exit(1)
@@ -30,11 +33,14 @@ func newCommand() *cobra.Command {
 		Long: `gpupack-train runs a simulated training job on the cards the device plugin
 gave its container: it reads NVIDIA_VISIBLE_DEVICES and GPUPACK_MEMORY_LIMIT_MIB,
 registers itself as a process on those cards in the simulated node's state
-(--state, default $GPUPACK_MOCK_STATE), takes memory and keeps SMs busy in the
+(--state, default $GPUPACK_MOCK_STATE, which Allocate sets on simulated cards)
+by its PID namespace, PID and start time (in a container, the simulated NVML
+reports it under its host PID), takes memory and keeps SMs busy in the
 phases of a training loop (loading, warm-up, training, checkpoints), and
 leaves when done. --exceed 1.5 makes it take 150% of its share from the middle
 of training on, as a job that ignores its limit does.`,
 		SilenceUsage: true,
+		Version:      Version,
 		Args:         cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			env, err := job.ReadEnv(os.Getenv)
@@ -50,9 +56,13 @@ of training on, as a job that ignores its limit does.`,
 			if err != nil {
 				return err
 			}
+			self, err := mock.SelfIdentity()
+			if err != nil {
+				return err
+			}
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			return job.Run(ctx, store, env, spec, os.Getpid(), cmd.OutOrStdout())
+			return job.Run(ctx, store, env, spec, self, cmd.OutOrStdout())
 		},
 	}
 	f := cmd.Flags()

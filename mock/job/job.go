@@ -1,8 +1,3 @@
-// Package job is a simulated AI-training job for the mock NVML: it reads the
-// environment the device plugin's Allocate gave its container, "runs" on
-// the simulated cards named there (holds their memory and keeps their SMs
-// busy, in the phases of a training loop) and can be told to exceed its
-// share, so soft isolation can be seen at work without a GPU.
 package job
 
 import (
@@ -126,10 +121,12 @@ func jitter(rng *rand.Rand, sm int) int {
 	return max(0, min(100, v))
 }
 
-// Run plays the plan on the simulated cards of store, as process pid, and
-// removes the process when done or when ctx ends. It reports each phase
+// Run plays the plan on the simulated cards of store, recorded as process
+// self (mock.SelfIdentity in the command: in a container, its PID there and
+// its PID namespace, which the simulated NVML resolves to the host's PID),
+// and removes the process when done or when ctx ends. It reports each phase
 // change to out.
-func Run(ctx context.Context, store *mock.Store, env Env, spec Spec, pid int, out io.Writer) error {
+func Run(ctx context.Context, store *mock.Store, env Env, spec Spec, self mock.Identity, out io.Writer) error {
 	spec = spec.withDefaults()
 	state, err := store.Read()
 	if err != nil {
@@ -148,8 +145,8 @@ func Run(ctx context.Context, store *mock.Store, env Env, spec Spec, pid int, ou
 		cards[i] = c
 	}
 	defer func() {
-		if err := store.RemoveProcess(pid); err != nil {
-			fmt.Fprintf(out, "removing process %d: %v\n", pid, err)
+		if err := store.RemoveProcess(self); err != nil {
+			fmt.Fprintf(out, "removing process %d: %v\n", self.PID, err)
 		}
 	}()
 	last := ""
@@ -161,7 +158,8 @@ func Run(ctx context.Context, store *mock.Store, env Env, spec Spec, pid int, ou
 			last = p.Name
 		}
 		for _, c := range cards {
-			if err := store.SetProcess(c, mock.Process{PID: pid, UsedMiB: p.UsedMiB, SM: p.SM, Job: spec.Name}); err != nil {
+			rec := mock.Process{PID: self.PID, PIDNamespace: self.PIDNamespace, StartTime: self.StartTime, UsedMiB: p.UsedMiB, SM: p.SM, Job: spec.Name}
+			if err := store.SetProcess(c, rec); err != nil {
 				return err
 			}
 		}
@@ -176,7 +174,8 @@ func Run(ctx context.Context, store *mock.Store, env Env, spec Spec, pid int, ou
 }
 
 // StateFromEnv opens the simulated node's state named by
-// GPUPACK_MOCK_STATE, as the simulated kubelet sets it.
+// GPUPACK_MOCK_STATE, which the device plugin's Allocate sets on simulated
+// cards (with the state's folder mounted), as the test kubelet does.
 func StateFromEnv(getenv func(string) string) (*mock.Store, error) {
 	path := getenv(EnvMockState)
 	if path == "" {

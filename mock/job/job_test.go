@@ -3,7 +3,6 @@ package job
 import (
 	"bytes"
 	"context"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -109,13 +108,20 @@ func TestRunOnTheSimulatedCards(t *testing.T) {
 			time.Sleep(time.Millisecond)
 		}
 	}()
-	if err := Run(ctx, st, env, Spec{Name: "j", Steps: 50, StepTime: 5 * time.Millisecond}, os.Getpid(), &out); err != nil {
+	self, err := mock.SelfIdentity()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := Run(ctx, st, env, Spec{Name: "j", Steps: 50, StepTime: 5 * time.Millisecond}, self, &out); err != nil {
 		t.Fatal(err)
 	}
 	select {
 	case cur := <-seen:
 		if len(cur.Cards[3].Processes) != 1 || len(cur.Cards[0].Processes) != 0 || cur.Cards[1].Processes[0].Job != "j" {
 			t.Errorf("processes while training: %+v", cur.Cards)
+		}
+		if got := cur.Cards[1].Processes[0].Identity(); got != self {
+			t.Errorf("the job recorded itself as %v, want %v", got, self)
 		}
 	default:
 		t.Error("the job never showed on card 1")
@@ -132,7 +138,7 @@ func TestRunOnTheSimulatedCards(t *testing.T) {
 		}
 	}
 	// A card not on the node.
-	if err := Run(ctx, st, Env{UUIDs: []string{"GPU-other"}, LimitMiB: 1}, Spec{Steps: 1}, os.Getpid(), &out); err == nil {
+	if err := Run(ctx, st, Env{UUIDs: []string{"GPU-other"}, LimitMiB: 1}, Spec{Steps: 1}, self, &out); err == nil {
 		t.Error("ran on a card the node does not have")
 	}
 }

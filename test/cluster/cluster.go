@@ -5,9 +5,13 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
+	"sync"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 )
@@ -20,9 +24,23 @@ type Options struct {
 	Nodes []NodeSpec
 	// Policy is the extender's policy ("" for the default).
 	Policy string
+	// RealNodes run a real kubelet, containerd and kube-proxy each (root
+	// only: see CanRunRealNodes). With them the control plane runs
+	// kube-controller-manager, service accounts and node authorization,
+	// and simulated nodes are tainted (SimulatedTaint) so that what the
+	// cluster runs as pods stays on real nodes.
+	RealNodes []RealNodeSpec
+	// InClusterScheduler leaves the gpupack scheduler to the cluster (the
+	// chart's, installed with helm): no extender process, and the host's
+	// kube-scheduler runs only the default profile.
+	InClusterScheduler bool
 	// Out gets progress (build, start-up).
 	Out io.Writer
 }
+
+// SimulatedTaint keeps pods off simulated nodes in clusters that have real
+// ones: a pod meant to run on either tolerates it.
+var SimulatedTaint = corev1.Taint{Key: "gpupack.io/simulated", Value: "true", Effect: corev1.TaintEffectNoSchedule}
 
 // Cluster is a running local cluster.
 type Cluster struct {
@@ -30,11 +48,17 @@ type Cluster struct {
 	Kubeconfig string
 	Client     kubernetes.Interface
 	Nodes      map[string]*Node
-	bins       Binaries
-	cp         *controlPlane
-	ext        *extender
-	sched      *process
-	ctx        context.Context
+	RealNodes  map[string]*RealNode
+	// Images is the tarball of the images real nodes run.
+	Images string
+	bins   Binaries
+	cp     *controlPlane
+	host   *host
+	ext    *extender
+	sched  *process
+	ctx    context.Context
+	// downOnce: Down runs once.
+	downOnce sync.Once
 }
 
 // clientFactory makes API clients with a user agent.
@@ -52,40 +76,80 @@ func Up(ctx context.Context, opts Options) (*Cluster, error) {
 	if err := os.MkdirAll(opts.Dir, 0o755); err != nil {
 		return nil, err
 	}
+	real := len(opts.RealNodes) > 0
+	if real {
+		if err := CanRunRealNodes(); err != nil {
+			return nil, err
+		}
+		if len(opts.RealNodes) > maxRealNodes {
+			return nil, fmt.Errorf("%d real nodes asked, at most %d", len(opts.RealNodes), maxRealNodes)
+		}
+	}
 	start := time.Now()
-	bins, err := EnsureBinaries(ctx, filepath.Join(opts.Dir, "bin"), opts.Out)
+	bins, err := EnsureBinaries(ctx, filepath.Join(opts.Dir, "bin"), real, opts.Out)
 	if err != nil {
 		return nil, err
 	}
-	c := &Cluster{Dir: opts.Dir, bins: bins, Nodes: map[string]*Node{}, ctx: ctx}
-	if c.cp, err = startControlPlane(ctx, bins, opts.Dir); err != nil {
+	c := &Cluster{Dir: opts.Dir, bins: bins, Nodes: map[string]*Node{}, RealNodes: map[string]*RealNode{}, ctx: ctx}
+	ok := false
+	defer func() {
+		if !ok {
+			c.Down()
+		}
+	}()
+	cpo := controlPlaneOptions{realNodes: real}
+	if real {
+		if c.Images, err = buildImages(bins, opts.Dir); err != nil {
+			return nil, err
+		}
+		if c.host, err = acquireHost(); err != nil {
+			return nil, err
+		}
+		cpo.address = c.host.apiAddress()
+	}
+	if c.cp, err = startControlPlane(ctx, bins, opts.Dir, cpo); err != nil {
 		return nil, err
 	}
 	c.Kubeconfig = c.cp.kubeconfig
 	fmt.Fprintf(opts.Out, "control plane up at %s (%s)\n", c.cp.url, time.Since(start).Round(time.Millisecond))
 	if c.Client, err = c.client("gpupack-test"); err != nil {
-		c.Down()
 		return nil, err
 	}
-	for _, spec := range opts.Nodes {
-		if err := c.AddNode(spec); err != nil {
-			c.Down()
+	if real {
+		if err := c.cp.startControllerManager(ctx, bins); err != nil {
 			return nil, err
 		}
 	}
-	if c.ext, err = newExtender(bins.Extender, opts.Dir, c.Kubeconfig, opts.Policy); err != nil {
-		c.Down()
+	for _, spec := range opts.Nodes {
+		if err := c.AddNode(spec); err != nil {
+			return nil, err
+		}
+	}
+	extenderURL := ""
+	if !opts.InClusterScheduler {
+		if c.ext, err = newExtender(bins.Extender, opts.Dir, c.Kubeconfig, opts.Policy); err != nil {
+			return nil, err
+		}
+		if err := c.ext.start(ctx); err != nil {
+			return nil, err
+		}
+		extenderURL = c.ext.URL()
+	}
+	if c.sched, err = startScheduler(ctx, bins, opts.Dir, c.Kubeconfig, extenderURL); err != nil {
 		return nil, err
 	}
-	if err := c.ext.start(ctx); err != nil {
-		c.Down()
-		return nil, err
+	for i, spec := range opts.RealNodes {
+		nstart := time.Now()
+		n, err := startRealNode(ctx, c.cp, c.host, bins, c.Images, filepath.Join(opts.Dir, "real"), i, spec)
+		if err != nil {
+			return nil, fmt.Errorf("real node %s: %w", spec.Name, err)
+		}
+		c.RealNodes[spec.Name] = n
+		fmt.Fprintf(opts.Out, "real node %s Ready at %s (%s)\n", n.Name, n.IP, time.Since(nstart).Round(time.Millisecond))
 	}
-	if c.sched, err = startScheduler(ctx, bins, opts.Dir, c.Kubeconfig, c.ext.URL()); err != nil {
-		c.Down()
-		return nil, err
-	}
-	fmt.Fprintf(opts.Out, "cluster up with %d GPU nodes in %s; kubeconfig %s\n", len(opts.Nodes), time.Since(start).Round(time.Millisecond), c.Kubeconfig)
+	fmt.Fprintf(opts.Out, "cluster up with %d simulated and %d real GPU nodes in %s; kubeconfig %s\n",
+		len(opts.Nodes), len(opts.RealNodes), time.Since(start).Round(time.Millisecond), c.Kubeconfig)
+	ok = true
 	return c, nil
 }
 
@@ -97,12 +161,23 @@ func (c *Cluster) client(agent string) (kubernetes.Interface, error) {
 
 // AddNode starts a simulated GPU node.
 func (c *Cluster) AddNode(spec NodeSpec) error {
-	n, err := startNode(c.ctx, c.client, c.bins, filepath.Join(c.Dir, "n"), spec)
+	n, err := startNode(c.ctx, c.client, c.bins, filepath.Join(c.Dir, "n"), spec, c.host != nil)
 	if err != nil {
 		return fmt.Errorf("node %s: %w", spec.Name, err)
 	}
 	c.Nodes[spec.Name] = n
 	return nil
+}
+
+// Helm runs the pinned helm (test/tools/helm) against the cluster.
+func (c *Cluster) Helm(ctx context.Context, args ...string) ([]byte, error) {
+	cmd := exec.CommandContext(ctx, filepath.Join(moduleDir(), "tools", "helm", "helm.sh"), append([]string{"--kubeconfig", c.Kubeconfig}, args...)...)
+	cmd.Dir = filepath.Dir(moduleDir())
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return out, fmt.Errorf("helm %s: %w\n%s", strings.Join(args, " "), err, out)
+	}
+	return out, nil
 }
 
 // KillExtender kills the extender at once, as a crash would.
@@ -111,19 +186,32 @@ func (c *Cluster) KillExtender() { c.ext.proc.kill() }
 // StartExtender starts the extender again and waits until it is ready.
 func (c *Cluster) StartExtender() error { return c.ext.start(c.ctx) }
 
-// Down stops everything: nodes, scheduler, extender, API server, etcd.
+// Down stops everything: nodes, scheduler, extender, controllers, API
+// server, etcd; then puts back what real nodes changed on the machine.
+// It may be called again (a second Ctrl-C).
 func (c *Cluster) Down() {
-	for _, n := range c.Nodes {
-		n.Stop()
-	}
-	c.sched.stop(5 * time.Second)
-	if c.ext != nil {
-		c.ext.proc.stop(5 * time.Second)
-	}
-	if c.cp != nil {
-		c.cp.stop()
-	}
+	c.downOnce.Do(func() {
+		for _, n := range c.RealNodes {
+			n.stop()
+		}
+		for _, n := range c.Nodes {
+			n.Stop()
+		}
+		c.sched.stop(5 * time.Second)
+		if c.ext != nil {
+			c.ext.proc.stop(5 * time.Second)
+		}
+		if c.cp != nil {
+			c.cp.stop()
+		}
+		if c.host != nil {
+			c.host.release()
+		}
+	})
 }
+
+// InspectBinary is kubectl-inspect-gpushare, built from this checkout.
+func (c *Cluster) InspectBinary() string { return c.bins.Inspect }
 
 // InspectURL is the extender's per-node, per-card view.
 func (c *Cluster) InspectURL() string { return c.ext.URL() + "/inspect" }

@@ -8,7 +8,9 @@ import (
 	"strings"
 	"time"
 
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
@@ -45,8 +47,10 @@ type Node struct {
 func (n *Node) RestartKubelet() error { return n.kubelet.restart() }
 
 // startNode creates the Node object and runs the device plugin and test
-// kubelet of a simulated node until Stop.
-func startNode(ctx context.Context, rc clientFactory, b Binaries, dir string, spec NodeSpec) (*Node, error) {
+// kubelet of a simulated node until Stop. Beside real nodes (mixed), it is
+// tainted with SimulatedTaint and renews its node lease, as kube-controller-
+// manager then watches nodes' health.
+func startNode(ctx context.Context, rc clientFactory, b Binaries, dir string, spec NodeSpec, mixed bool) (*Node, error) {
 	client, err := rc("node/" + spec.Name)
 	if err != nil {
 		return nil, err
@@ -59,7 +63,7 @@ func startNode(ctx context.Context, rc clientFactory, b Binaries, dir string, sp
 	if err != nil {
 		return nil, err
 	}
-	if err := createNode(ctx, client, spec.Name); err != nil {
+	if err := createNode(ctx, client, spec.Name, mixed); err != nil {
 		return nil, err
 	}
 	lib, err := nvml.New(mock.New(store))
@@ -92,6 +96,13 @@ func startNode(ctx context.Context, rc clientFactory, b Binaries, dir string, sp
 		return nil, err
 	}
 	factory.Start(ctx.Done())
+	leaseDone := make(chan struct{})
+	go func() {
+		defer close(leaseDone)
+		if mixed {
+			renewLease(ctx, client, spec.Name, log)
+		}
+	}()
 	pluginDone := make(chan struct{})
 	go func() {
 		defer close(pluginDone)
@@ -112,6 +123,7 @@ func startNode(ctx context.Context, rc clientFactory, b Binaries, dir string, sp
 	go func() {
 		<-ctx.Done()
 		<-pluginDone
+		<-leaseDone
 		factory.Shutdown()
 		close(n.done)
 	}()
@@ -124,8 +136,9 @@ func (n *Node) Stop() {
 	<-n.done
 }
 
-// createNode registers a Ready node with CPU, memory and pod capacity.
-func createNode(ctx context.Context, client kubernetes.Interface, name string) error {
+// createNode registers a Ready node with CPU, memory and pod capacity
+// (tainted with SimulatedTaint when tainted).
+func createNode(ctx context.Context, client kubernetes.Interface, name string, tainted bool) error {
 	capacity := corev1.ResourceList{
 		corev1.ResourceCPU: resource.MustParse("96"), corev1.ResourceMemory: resource.MustParse("1Ti"), corev1.ResourcePods: resource.MustParse("110"),
 	}
@@ -133,6 +146,9 @@ func createNode(ctx context.Context, client kubernetes.Interface, name string) e
 		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{
 			contract.LabelGPUShare: "true", corev1.LabelHostname: name, corev1.LabelOSStable: "linux",
 		}},
+	}
+	if tainted {
+		node.Spec.Taints = []corev1.Taint{SimulatedTaint}
 	}
 	created, err := client.CoreV1().Nodes().Create(ctx, node, metav1.CreateOptions{})
 	if err != nil {
@@ -183,4 +199,34 @@ func (n *Node) Held(pod *corev1.Pod) (contract.Allocation, bool) {
 		}
 	}
 	return out, true
+}
+
+// renewLease keeps the node's lease in kube-node-lease fresh, as a kubelet
+// does every 10 s, until ctx ends.
+func renewLease(ctx context.Context, client kubernetes.Interface, node string, log klog.Logger) {
+	leases := client.CoordinationV1().Leases(corev1.NamespaceNodeLease)
+	t := time.NewTicker(10 * time.Second)
+	defer t.Stop()
+	for {
+		now := metav1.NewMicroTime(time.Now())
+		lease, err := leases.Get(ctx, node, metav1.GetOptions{})
+		switch {
+		case apierrors.IsNotFound(err):
+			_, err = leases.Create(ctx, &coordinationv1.Lease{
+				ObjectMeta: metav1.ObjectMeta{Name: node, Namespace: corev1.NamespaceNodeLease},
+				Spec:       coordinationv1.LeaseSpec{HolderIdentity: &node, LeaseDurationSeconds: ptr(int32(40)), RenewTime: &now},
+			}, metav1.CreateOptions{})
+		case err == nil:
+			lease.Spec.RenewTime = &now
+			_, err = leases.Update(ctx, lease, metav1.UpdateOptions{})
+		}
+		if err != nil && ctx.Err() == nil {
+			log.Error(err, "Renewing the node's lease")
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }

@@ -58,6 +58,9 @@ func (p *process) stop(grace time.Duration) {
 
 // kill ends the process at once (SIGKILL), as a crash would.
 func (p *process) kill() {
+	if p == nil {
+		return
+	}
 	_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
 	<-p.done
 }

@@ -14,11 +14,13 @@ import (
 const SchedulerName = "gpupack-scheduler"
 
 // schedulerConfig is a KubeSchedulerConfiguration v1: the default profile
-// untouched, and profile gpupack-scheduler whose only scores are the
-// extender's, so our policy decides where GPU pods go. The extender manages
-// both GPU resources, caches nodes (node-name mode) and binds.
+// untouched, and, given the extender's URL, profile gpupack-scheduler whose
+// only scores are the extender's, so our policy decides where GPU pods go.
+// The extender manages both GPU resources, caches nodes (node-name mode)
+// and binds. Without an extender, the gpupack profile is left to a
+// scheduler running in the cluster (the chart's).
 func schedulerConfig(kubeconfig, extenderURL string) string {
-	return fmt.Sprintf(`apiVersion: kubescheduler.config.k8s.io/v1
+	cfg := fmt.Sprintf(`apiVersion: kubescheduler.config.k8s.io/v1
 kind: KubeSchedulerConfiguration
 clientConnection:
   kubeconfig: %q
@@ -29,7 +31,11 @@ leaderElection:
 percentageOfNodesToScore: 100
 profiles:
 - schedulerName: default-scheduler
-- schedulerName: %s
+`, kubeconfig)
+	if extenderURL == "" {
+		return cfg
+	}
+	return cfg + fmt.Sprintf(`- schedulerName: %s
   plugins:
     score:
       disabled:
@@ -49,7 +55,7 @@ extenders:
     ignoredByScheduler: false
   - name: aliyun.com/gpu-count
     ignoredByScheduler: false
-`, kubeconfig, SchedulerName, extenderURL)
+`, SchedulerName, extenderURL)
 }
 
 // startScheduler runs kube-scheduler with the gpupack profile.

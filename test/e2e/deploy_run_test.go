@@ -38,7 +38,7 @@ import (
 func runChartScheduler(t *testing.T, ns, sched string) {
 	t.Helper()
 	dir := t.TempDir()
-	bins, err := cluster.EnsureBinaries(context.Background(), filepath.Join(dir, "bin"), os.Stderr)
+	bins, err := cluster.EnsureBinaries(context.Background(), filepath.Join(dir, "bin"), false, os.Stderr)
 	if err != nil {
 		t.Fatal(err)
 	}

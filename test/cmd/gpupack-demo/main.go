@@ -3,17 +3,21 @@
 // our device plugin), submits a sample AI-training workload drawn from the
 // production trace, prints where every share went and how busy each card
 // is, and stays up until Ctrl-C so that you can kubectl against it.
+//
+// Run as root on a machine that can host a real node (see
+// cluster.CanRunRealNodes), it also brings up a real node (kubelet,
+// containerd, kube-proxy) and installs the chart with helm: the scheduler
+// and the device plugin run as pods, and the training pods placed on the
+// real node run as containers. Ctrl-C tears everything down.
 package main
 
 import (
 	"context"
 	"encoding/csv"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"net/http"
 	"os"
 	"os/signal"
 	"strconv"
@@ -27,7 +31,8 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/gpupack/gpupack/contract"
-	"github.com/gpupack/gpupack/extender"
+	"github.com/gpupack/gpupack/inspect"
+	"github.com/gpupack/gpupack/mock"
 	"github.com/gpupack/gpupack/test/cluster"
 )
 
@@ -36,19 +41,33 @@ func main() {
 	trace := flag.String("trace", "../../shared/traces/openb/openb_pod_list_default.csv", "openb pod list to draw shares from (a built-in mix when absent)")
 	dir := flag.String("dir", "", "state, logs and kubeconfig (default: a new temporary folder)")
 	exit := flag.Bool("exit", false, "tear down after printing instead of waiting for Ctrl-C")
+	real := flag.Bool("real-node", true, "also run a real node and install the chart with helm, where this machine can (root)")
 	klogFlags := flag.NewFlagSet("klog", flag.ExitOnError)
 	klog.InitFlags(klogFlags)
 	_ = klogFlags.Set("v", "0")
 	_ = klogFlags.Set("logtostderr", "false")
 	_ = klogFlags.Set("stderrthreshold", "FATAL")
 	flag.Parse()
-	if err := run(*pods, *trace, *dir, *exit); err != nil {
+	if err := run(*pods, *trace, *dir, *exit, *real); err != nil {
 		fmt.Fprintln(os.Stderr, "gpupack-demo:", err)
 		os.Exit(1)
 	}
 }
 
-func run(n int, trace, dir string, exit bool) error {
+// realNode is the demo's real node: 8 simulated A100s, the chart's device
+// plugin on them as a DaemonSet pod.
+const realNode = "gpu-real"
+
+// chartValues install the chart with the images built here (never pulled:
+// there is no registry) and the device plugin on simulated cards.
+var chartValues = []string{
+	"--set", "extender.image.tag=" + cluster.ImageTag, "--set", "extender.image.pullPolicy=Never",
+	"--set", "devicePlugin.image.tag=" + cluster.ImageTag, "--set", "devicePlugin.image.pullPolicy=Never",
+	"--set", "scheduler.image.pullPolicy=Never",
+	"--set", "devicePlugin.mock.enabled=true", "--set", "devicePlugin.mock.cards=a100x8",
+}
+
+func run(n int, trace, dir string, exit, real bool) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if dir == "" {
@@ -57,13 +76,31 @@ func run(n int, trace, dir string, exit bool) error {
 			return err
 		}
 	}
-	c, err := cluster.Up(ctx, cluster.Options{Dir: dir, Out: os.Stdout, Nodes: []cluster.NodeSpec{
+	opts := cluster.Options{Dir: dir, Out: os.Stdout, Nodes: []cluster.NodeSpec{
 		{Name: "gpu-a100", Preset: "a100x8"}, {Name: "gpu-mixed", Preset: "mixed"}, {Name: "gpu-t4", Preset: "t4x4"},
-	}})
+	}}
+	if real {
+		if err := cluster.CanRunRealNodes(); err != nil {
+			fmt.Printf("simulated nodes only: %v\n", err)
+			real = false
+		} else {
+			opts.RealNodes = []cluster.RealNodeSpec{{Name: realNode, Labels: map[string]string{contract.LabelGPUShare: "true"}}}
+			opts.InClusterScheduler = true
+		}
+	}
+	c, err := cluster.Up(ctx, opts)
 	if err != nil {
 		return fmt.Errorf("%w (logs in %s)", err, dir)
 	}
 	defer c.Down()
+	if real {
+		start := time.Now()
+		fmt.Println("\nhelm install gpupack deploy/chart/gpupack --namespace kube-system (images built here, device plugin on simulated cards)...")
+		if _, err := c.Helm(ctx, append([]string{"install", "gpupack", "deploy/chart/gpupack", "--namespace", "kube-system", "--wait", "--timeout", "5m"}, chartValues...)...); err != nil {
+			return err
+		}
+		fmt.Printf("the chart's scheduler and device plugin are Ready (%s)\n", time.Since(start).Round(100*time.Millisecond))
+	}
 
 	shares := workload(trace, n)
 	fmt.Printf("\nsubmitting %d training pods (schedulerName: %s)...\n", len(shares), cluster.SchedulerName)
@@ -93,7 +130,7 @@ func run(n int, trace, dir string, exit bool) error {
 	if err := printCluster(ctx, c); err != nil {
 		return err
 	}
-	fmt.Printf("\nkubeconfig: %s\n  kubectl --kubeconfig %s get pods -o wide\n  curl -s %s | jq .\n", c.Kubeconfig, c.Kubeconfig, c.InspectURL())
+	fmt.Printf("\nkubeconfig: %s\n  kubectl --kubeconfig %s get pods -A -o wide\n  %s --kubeconfig %s -d\n", c.Kubeconfig, c.Kubeconfig, c.InspectBinary(), c.Kubeconfig)
 	if exit {
 		return nil
 	}
@@ -149,12 +186,17 @@ func pod(i int, s share) *corev1.Pod {
 	if s.count > 0 {
 		lim[contract.ResourceGPUCount] = *resource.NewQuantity(s.count, resource.DecimalSI)
 	}
+	// It may land on a simulated node (which tolerates its taint) or on
+	// the real one, where the image runs as a container.
 	return &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("train-%02d", i), Labels: map[string]string{"app": "train"}},
 		Spec: corev1.PodSpec{SchedulerName: cluster.SchedulerName, RestartPolicy: corev1.RestartPolicyNever, Containers: []corev1.Container{{
-			Name: "train", Image: "gpupack/train:sim", Args: []string{"--steps=1000000", "--step-time=250ms", fmt.Sprintf("--seed=%d", i)},
+			Name: "train", Image: cluster.TrainImage, ImagePullPolicy: corev1.PullNever,
+			Args:      []string{"--steps=1000000", "--step-time=250ms", fmt.Sprintf("--seed=%d", i)},
 			Resources: corev1.ResourceRequirements{Limits: lim, Requests: lim.DeepCopy()},
-		}}},
+		}},
+			Tolerations: []corev1.Toleration{{Key: cluster.SimulatedTaint.Key, Operator: corev1.TolerationOpExists, Effect: cluster.SimulatedTaint.Effect}},
+		},
 	}
 }
 
@@ -167,24 +209,19 @@ func schedulingFailed(p corev1.Pod) bool {
 	return false
 }
 
-// printCluster prints, per node and card, the allocation the extender
-// records and the use the simulated cards report, then the pending pods.
+// printCluster prints, per node and card, the allocation the pods record
+// (as kubectl inspect gpushare reads it) and the use the simulated cards
+// report, then the pending pods.
 func printCluster(ctx context.Context, c *cluster.Cluster) error {
-	resp, err := http.Get(c.InspectURL())
+	view, err := inspect.Collect(ctx, c.Client, inspect.Options{})
 	if err != nil {
 		return err
 	}
-	defer resp.Body.Close()
-	var inspect extender.InspectResult
-	if err := json.NewDecoder(resp.Body).Decode(&inspect); err != nil {
-		return fmt.Errorf("reading the extender's inspect: %w", err)
-	}
-	nodes := inspect.Nodes
 	w := tabwriter.NewWriter(os.Stdout, 2, 4, 2, ' ', 0)
 	fmt.Fprintln(w, "\nNODE\tCARD\tMODEL\tALLOCATED/TOTAL (GiB)\tUSED (GiB)\tSM UTIL\tPODS")
 	var alloc, total int64
-	for _, n := range nodes {
-		state, err := c.Nodes[n.Name].Store.Read()
+	for _, n := range view.Nodes {
+		state, err := cardState(c, n.Name)
 		if err != nil {
 			return err
 		}
@@ -199,8 +236,8 @@ func printCluster(ctx context.Context, c *cluster.Cluster) error {
 			}
 			fmt.Fprintf(w, "%s\t%d\t%s\t%d/%d\t%.1f\t%d%%\t%d\n", n.Name, card.Index, card.Model, card.Allocated, card.Total, float64(usedMiB)/1024, min(sm, 100), len(card.Pods))
 		}
-		alloc += n.Allocated
-		total += n.Total
+		alloc += n.Allocated()
+		total += n.Total()
 	}
 	fmt.Fprintf(w, "TOTAL\t\t\t%d/%d (%d%%)\t\t\t\n", alloc, total, 100*alloc/max(total, 1))
 	w.Flush()
@@ -208,13 +245,39 @@ func printCluster(ctx context.Context, c *cluster.Cluster) error {
 	if err != nil {
 		return err
 	}
+	onReal := 0
 	for _, p := range list.Items {
 		if p.Spec.NodeName == "" {
 			fmt.Printf("pending: %s (%s)\n", p.Name, reason(p))
 		}
+		if c.RealNodes[p.Spec.NodeName] != nil && p.Status.Phase == corev1.PodRunning {
+			onReal++
+		}
+	}
+	for name := range c.RealNodes {
+		fmt.Printf("real node %s: %d training pods running as containers (kubectl --kubeconfig %s get pods -o wide --field-selector spec.nodeName=%s)\n", name, onReal, c.Kubeconfig, name)
 	}
 	return nil
 }
+
+// cardState reads a node's simulated cards: a simulated node's store, or
+// the state the real node's device plugin pod keeps on its hostPath.
+func cardState(c *cluster.Cluster, node string) (*mock.State, error) {
+	if n := c.Nodes[node]; n != nil {
+		return n.Store.Read()
+	}
+	if n := c.RealNodes[node]; n != nil {
+		st, err := mock.Open(n.Root(mockStateDir + "/nvml.json"))
+		if err != nil {
+			return nil, err
+		}
+		return st.Read()
+	}
+	return &mock.State{}, nil
+}
+
+// mockStateDir is the chart's devicePlugin.mock.stateDir default.
+const mockStateDir = "/var/lib/gpupack/mock"
 
 func reason(p corev1.Pod) string {
 	for _, c := range p.Status.Conditions {
