@@ -3,7 +3,6 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"strings"
 	"testing"
 	"time"
 
@@ -14,6 +13,7 @@ import (
 
 	"github.com/gpupack/gpupack/contract"
 	"github.com/gpupack/gpupack/test/cluster"
+	"github.com/gpupack/gpupack/test/e2e/e2eutil"
 )
 
 // ctr is a container: GPU memory (GiB), GPU count, and the simulated job's
@@ -51,67 +51,20 @@ func gpuPod(ns, name string, cs ...ctr) *corev1.Pod {
 	return pod
 }
 
-// namespace makes a namespace for one test and deletes its pods after it
-// (no controller-manager runs to do that).
+// namespace makes a namespace for one test and deletes its pods after it.
 func namespace(t *testing.T) string {
 	t.Helper()
-	name := strings.ToLower(strings.ReplaceAll(t.Name(), "/", "-"))
-	if len(name) > 50 {
-		name = name[:50]
-	}
-	ctx := context.Background()
-	if _, err := client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { deleteAll(t, name) })
-	return name
-}
-
-// deleteAll deletes the pods of ns and waits until they are gone.
-func deleteAll(t *testing.T, ns string) {
-	t.Helper()
-	ctx := context.Background()
-	if err := client.CoreV1().Pods(ns).DeleteCollection(ctx, metav1.DeleteOptions{}, metav1.ListOptions{}); err != nil {
-		t.Errorf("deleting the pods of %s: %v", ns, err)
-		return
-	}
-	waitFor(t, 2*time.Minute, "the pods of "+ns+" to be gone", func() (bool, error) {
-		list, err := client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{})
-		if err != nil {
-			return false, err
-		}
-		for _, p := range list.Items {
-			if p.Spec.NodeName == "" { // never scheduled: no kubelet finishes it
-				zero := int64(0)
-				_ = client.CoreV1().Pods(ns).Delete(ctx, p.Name, metav1.DeleteOptions{GracePeriodSeconds: &zero})
-			}
-		}
-		return len(list.Items) == 0, nil
-	})
+	return e2eutil.Namespace(t, client)
 }
 
 func create(t *testing.T, pod *corev1.Pod) {
 	t.Helper()
-	if _, err := client.CoreV1().Pods(pod.Namespace).Create(context.Background(), pod, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	e2eutil.Create(t, client, pod)
 }
 
 func waitFor(t *testing.T, timeout time.Duration, what string, cond func() (bool, error)) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	var last error
-	for {
-		ok, err := cond()
-		if ok {
-			return
-		}
-		last = err
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s (last error: %v)", timeout, what, last)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	e2eutil.WaitFor(t, timeout, what, cond)
 }
 
 // waitPhase waits for a pod to reach a phase and returns it.
@@ -137,11 +90,7 @@ func waitPhase(t *testing.T, ns, name string, phase corev1.PodPhase, timeout tim
 
 func allocation(t *testing.T, pod *corev1.Pod) contract.Allocation {
 	t.Helper()
-	a, err := contract.ParseAllocation(pod.Annotations[contract.AnnotationAllocation])
-	if err != nil {
-		t.Fatalf("pod %s: allocation annotation: %v", pod.Name, err)
-	}
-	return a
+	return e2eutil.Allocation(t, pod)
 }
 
 // checkNoOvercommit checks every active pod's recorded shares against the

@@ -16,6 +16,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/gpupack/gpupack/test/cluster"
+	"github.com/gpupack/gpupack/test/e2e/e2eutil"
 )
 
 var (
@@ -44,11 +45,7 @@ func run(m *testing.M) int {
 	}
 	// The in-process components (device plugins, kubelets) log to a file
 	// beside the control plane's logs.
-	klogFlags := flag.NewFlagSet("klog", flag.ExitOnError)
-	klog.InitFlags(klogFlags)
-	for k, v := range map[string]string{"v": "2", "logtostderr": "false", "stderrthreshold": "FATAL", "log_file": filepath.Join(dir, "nodes.log")} {
-		_ = klogFlags.Set(k, v)
-	}
+	e2eutil.LogToFile(filepath.Join(dir, "nodes.log"))
 	defer klog.Flush()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()

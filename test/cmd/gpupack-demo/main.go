@@ -20,6 +20,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strconv"
 	"syscall"
 	"text/tabwriter"
@@ -48,7 +49,7 @@ func main() {
 	_ = klogFlags.Set("logtostderr", "false")
 	_ = klogFlags.Set("stderrthreshold", "FATAL")
 	flag.Parse()
-	if err := run(*pods, *trace, *dir, *exit, *real); err != nil {
+	if err := run(*pods, *trace, *dir, *exit, *real, klogFlags); err != nil {
 		fmt.Fprintln(os.Stderr, "gpupack-demo:", err)
 		os.Exit(1)
 	}
@@ -67,15 +68,24 @@ var chartValues = []string{
 	"--set", "devicePlugin.mock.enabled=true", "--set", "devicePlugin.mock.cards=a100x8",
 }
 
-func run(n int, trace, dir string, exit, real bool) error {
+func run(n int, trace, dir string, exit, real bool, klogFlags *flag.FlagSet) (err error) {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if dir == "" {
-		var err error
 		if dir, err = os.MkdirTemp("", "gpk"); err != nil {
 			return err
 		}
+		// A folder of our own goes when the demo ends well (a real node's
+		// images and containers take hundreds of MiB); after an error it
+		// stays, with the logs.
+		defer func() {
+			if err == nil {
+				os.RemoveAll(dir)
+			}
+		}()
 	}
+	// The in-process components (simulated nodes) log beside the others.
+	_ = klogFlags.Set("log_file", filepath.Join(dir, "nodes.log"))
 	opts := cluster.Options{Dir: dir, Out: os.Stdout, Nodes: []cluster.NodeSpec{
 		{Name: "gpu-a100", Preset: "a100x8"}, {Name: "gpu-mixed", Preset: "mixed"}, {Name: "gpu-t4", Preset: "t4x4"},
 	}}

@@ -24,6 +24,7 @@ import (
 
 	"github.com/gpupack/gpupack/contract"
 	"github.com/gpupack/gpupack/test/cluster"
+	"github.com/gpupack/gpupack/test/e2e/e2eutil"
 )
 
 // ctr is a training container: GPU memory (GiB), GPU count and the job's
@@ -61,52 +62,19 @@ func trainPod(ns, name string, cs ...ctr) *corev1.Pod {
 	return pod
 }
 
-// namespace makes a namespace for one test; its pods are deleted after it.
 func namespace(t *testing.T) string {
 	t.Helper()
-	name := strings.ToLower(strings.ReplaceAll(t.Name(), "/", "-"))
-	if len(name) > 50 {
-		name = name[:50]
-	}
-	ctx := context.Background()
-	if _, err := client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := client.CoreV1().Pods(name).DeleteCollection(ctx, metav1.DeleteOptions{}, metav1.ListOptions{}); err != nil {
-			t.Errorf("deleting the pods of %s: %v", name, err)
-			return
-		}
-		waitFor(t, 2*time.Minute, "the pods of "+name+" to be gone", func() (bool, error) {
-			list, err := client.CoreV1().Pods(name).List(ctx, metav1.ListOptions{})
-			return err == nil && len(list.Items) == 0, err
-		})
-	})
-	return name
+	return e2eutil.Namespace(t, client)
 }
 
 func create(t *testing.T, pod *corev1.Pod) {
 	t.Helper()
-	if _, err := client.CoreV1().Pods(pod.Namespace).Create(context.Background(), pod, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	e2eutil.Create(t, client, pod)
 }
 
 func waitFor(t *testing.T, timeout time.Duration, what string, cond func() (bool, error)) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	var last error
-	for {
-		ok, err := cond()
-		if ok {
-			return
-		}
-		last = err
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s (last error: %v)", timeout, what, last)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+	e2eutil.WaitFor(t, timeout, what, cond)
 }
 
 // waitRunning waits for a pod to run (all its containers started) and
@@ -157,11 +125,7 @@ func describe(pod *corev1.Pod) string {
 
 func allocation(t *testing.T, pod *corev1.Pod) contract.Allocation {
 	t.Helper()
-	a, err := contract.ParseAllocation(pod.Annotations[contract.AnnotationAllocation])
-	if err != nil {
-		t.Fatalf("pod %s: allocation annotation: %v", pod.Name, err)
-	}
-	return a
+	return e2eutil.Allocation(t, pod)
 }
 
 // containerEnv is the environment of a container's main process, read

@@ -26,6 +26,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/gpupack/gpupack/test/cluster"
+	"github.com/gpupack/gpupack/test/e2e/e2eutil"
 )
 
 var (
@@ -77,11 +78,7 @@ func run(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	klogFlags := flag.NewFlagSet("klog", flag.ExitOnError)
-	klog.InitFlags(klogFlags)
-	for k, v := range map[string]string{"v": "2", "logtostderr": "false", "stderrthreshold": "FATAL", "log_file": filepath.Join(dir, "test.log")} {
-		_ = klogFlags.Set(k, v)
-	}
+	e2eutil.LogToFile(filepath.Join(dir, "test.log"))
 	defer klog.Flush()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
