@@ -54,6 +54,7 @@ func run(m *testing.M) int {
 		fmt.Fprintf(os.Stderr, "bringing the local cluster up: %v\n(logs in %s)\n", err, dir)
 		return 1
 	}
+	e2eutil.OnInterrupt(func() { c.Down(); os.RemoveAll(dir) })
 	local, client = c, c.Client
 	code := m.Run()
 	c.Down()

@@ -7,7 +7,11 @@ package e2eutil
 import (
 	"context"
 	"flag"
+	"fmt"
+	"os"
+	"os/signal"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -104,4 +108,17 @@ func LogToFile(path string) {
 	for k, v := range map[string]string{"v": "2", "logtostderr": "false", "stderrthreshold": "FATAL", "log_file": path} {
 		_ = fs.Set(k, v)
 	}
+}
+
+// OnInterrupt runs stop when the test binary is interrupted (Ctrl-C,
+// SIGTERM), then exits: what the tests started must not outlive them.
+func OnInterrupt(stop func()) {
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
+	go func() {
+		s := <-sig
+		fmt.Fprintf(os.Stderr, "%s: tearing the cluster down\n", s)
+		stop()
+		os.Exit(130)
+	}()
 }

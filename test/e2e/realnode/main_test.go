@@ -16,9 +16,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"os/signal"
 	"path/filepath"
-	"syscall"
 	"testing"
 	"time"
 
@@ -90,15 +88,7 @@ func run(m *testing.M) int {
 		fmt.Fprintf(os.Stderr, "bringing the cluster up: %v\n(logs in %s)\n", err, dir)
 		return 1
 	}
-	// Ctrl-C ends the run with the cluster torn down.
-	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
-	go func() {
-		<-sig
-		fmt.Fprintln(os.Stderr, "interrupted: tearing the cluster down")
-		c.Down()
-		os.Exit(130)
-	}()
+	e2eutil.OnInterrupt(func() { c.Down(); os.RemoveAll(dir) })
 	local, client, node = c, c.Client, c.RealNodes[nodeName]
 	installed = time.Now()
 	if out, err := c.Helm(ctx, installArgs...); err != nil {
