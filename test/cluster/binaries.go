@@ -2,7 +2,11 @@
 // plane: etcd, kube-apiserver and kube-scheduler built from their Go
 // modules, our extender, and simulated GPU nodes (Node objects, our device
 // plugin on the mock NVML, and a test kubelet that drives it over its real
-// gRPC sockets and runs simulated training jobs).
+// gRPC sockets and runs simulated training jobs). As root it also runs real
+// nodes (realnode.go: the kubelet, containerd, runc and kube-proxy, images
+// built from this checkout; host.go says what they change on the machine),
+// with kube-controller-manager beside the API server, onto which the chart
+// is installed with helm.
 package cluster
 
 import (

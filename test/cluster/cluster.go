@@ -180,10 +180,12 @@ func (c *Cluster) Helm(ctx context.Context, args ...string) ([]byte, error) {
 	return out, nil
 }
 
-// KillExtender kills the extender at once, as a crash would.
+// KillExtender kills the extender process at once, as a crash would (a
+// cluster without InClusterScheduler).
 func (c *Cluster) KillExtender() { c.ext.proc.kill() }
 
-// StartExtender starts the extender again and waits until it is ready.
+// StartExtender starts the extender process again and waits until it is
+// ready (a cluster without InClusterScheduler).
 func (c *Cluster) StartExtender() error { return c.ext.start(c.ctx) }
 
 // Down stops everything: nodes, scheduler, extender, controllers, API
@@ -213,5 +215,6 @@ func (c *Cluster) Down() {
 // InspectBinary is kubectl-inspect-gpushare, built from this checkout.
 func (c *Cluster) InspectBinary() string { return c.bins.Inspect }
 
-// InspectURL is the extender's per-node, per-card view.
+// InspectURL is the extender process's per-node, per-card view (a cluster
+// without InClusterScheduler).
 func (c *Cluster) InspectURL() string { return c.ext.URL() + "/inspect" }

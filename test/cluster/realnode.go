@@ -61,6 +61,26 @@ func (n *RealNode) PodResourcesSocket() string {
 	return n.Root("/var/lib/kubelet/pod-resources/kubelet.sock")
 }
 
+// ContainerPIDs lists the processes of a container (containerd's id) of
+// the pod with uid, from its cgroup under the node's (kubepods, the pod's
+// cgroup, the container's).
+func (n *RealNode) ContainerPIDs(uid, id string) []int {
+	for _, root := range cgroupRoots() {
+		var dir string
+		_ = filepath.WalkDir(filepath.Join(root, n.Cgroup), func(path string, d os.DirEntry, err error) error {
+			if err == nil && d.IsDir() && d.Name() == id && strings.Contains(path, uid) {
+				dir = path
+				return filepath.SkipAll
+			}
+			return nil
+		})
+		if dir != "" {
+			return cgroupProcs(dir)
+		}
+	}
+	return nil
+}
+
 // containerdSocket is the node's containerd, seen from here.
 func (n *RealNode) containerdSocket() string { return n.Root("/run/containerd/containerd.sock") }
 

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"sort"
 	"strconv"
 	"strings"
 	"testing"
@@ -142,7 +141,7 @@ func containerEnv(t *testing.T, pod *corev1.Pod, container string) map[string]st
 	if id == "" {
 		t.Fatalf("pod %s: container %s has no id yet", pod.Name, container)
 	}
-	pids := containerPIDs(t, pod, id)
+	pids := node.ContainerPIDs(string(pod.UID), id)
 	if len(pids) == 0 {
 		t.Fatalf("pod %s container %s (%s): no process in its cgroup", pod.Name, container, id)
 	}
@@ -157,28 +156,6 @@ func containerEnv(t *testing.T, pod *corev1.Pod, container string) map[string]st
 		}
 	}
 	return env
-}
-
-// containerPIDs lists the processes of container id of pod, from the
-// memory hierarchy's cgroup tree of the node.
-func containerPIDs(t *testing.T, pod *corev1.Pod, id string) []int {
-	t.Helper()
-	root := filepath.Join("/sys/fs/cgroup/memory", node.Cgroup)
-	var pids []int
-	_ = filepath.WalkDir(root, func(path string, d os.DirEntry, err error) error {
-		if err != nil || !d.IsDir() || d.Name() != id || !strings.Contains(path, string(pod.UID)) {
-			return nil
-		}
-		b, _ := os.ReadFile(filepath.Join(path, "cgroup.procs"))
-		for _, f := range strings.Fields(string(b)) {
-			if pid, err := strconv.Atoi(f); err == nil {
-				pids = append(pids, pid)
-			}
-		}
-		return filepath.SkipDir
-	})
-	sort.Ints(pids)
-	return pids
 }
 
 // podResources lists what the kubelet says each container holds, by
