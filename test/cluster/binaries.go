@@ -15,6 +15,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -80,10 +81,7 @@ func EnsureBinaries(ctx context.Context, ours string, realNodes bool, out io.Wri
 		KubernetesVersion, strings.Split(KubernetesVersion, ".")[1])
 	// Ours are built as deploy/docker's Dockerfiles build them.
 	ourFlags := "-s -w -X github.com/gpupack/gpupack/extender.Version=" + ImageTag + " -X main.Version=" + ImageTag
-	builds := []struct {
-		what, dir, pkg, to, ldflags string
-		cached, cgo                 bool
-	}{
+	builds := []build{
 		{"kube-apiserver " + KubernetesVersion, mod, "k8s.io/kubernetes/cmd/kube-apiserver", b.APIServer, ldflags, true, false},
 		{"kube-scheduler " + KubernetesVersion, mod, "k8s.io/kubernetes/cmd/kube-scheduler", b.Scheduler, ldflags, true, false},
 		{"etcd " + EtcdVersion, filepath.Join(mod, "tools", "etcd"), "go.etcd.io/etcd/server/v3", b.Etcd, "-s -w", true, false},
@@ -92,17 +90,22 @@ func EnsureBinaries(ctx context.Context, ours string, realNodes bool, out io.Wri
 		{"kubectl-inspect-gpushare", mod, "github.com/gpupack/gpupack/cmd/kubectl-inspect-gpushare", b.Inspect, ourFlags, false, false},
 	}
 	if realNodes {
-		builds = append(builds, []struct {
-			what, dir, pkg, to, ldflags string
-			cached, cgo                 bool
-		}{
-			{"kube-controller-manager " + KubernetesVersion, mod, "k8s.io/kubernetes/cmd/kube-controller-manager", b.ControllerManager, ldflags, true, false},
-			{"kubelet " + KubernetesVersion, mod, "k8s.io/kubernetes/cmd/kubelet", b.Kubelet, ldflags, true, false},
-			{"kube-proxy " + KubernetesVersion, mod, "k8s.io/kubernetes/cmd/kube-proxy", b.Proxy, ldflags, true, false},
-			{"gpupack-device-plugin", mod, "github.com/gpupack/gpupack/cmd/gpupack-device-plugin", b.DevicePlugin, ourFlags, false, true},
-			{"pause", mod, "github.com/gpupack/gpupack/test/cmd/pause", b.Pause, "-s -w", false, false},
-		}...)
+		builds = append(builds,
+			build{"kube-controller-manager " + KubernetesVersion, mod, "k8s.io/kubernetes/cmd/kube-controller-manager", b.ControllerManager, ldflags, true, false},
+			build{"kubelet " + KubernetesVersion, mod, "k8s.io/kubernetes/cmd/kubelet", b.Kubelet, ldflags, true, false},
+			build{"kube-proxy " + KubernetesVersion, mod, "k8s.io/kubernetes/cmd/kube-proxy", b.Proxy, ldflags, true, false},
+			build{"gpupack-device-plugin", mod, "github.com/gpupack/gpupack/cmd/gpupack-device-plugin", b.DevicePlugin, ourFlags, false, true},
+			build{"pause", mod, "github.com/gpupack/gpupack/test/cmd/pause", b.Pause, "-s -w", false, false},
+		)
 	}
+	// What is missing is built by one go build per module and settings, so
+	// that the programs' own packages and links overlap.
+	type group struct {
+		dir, ldflags string
+		cgo          bool
+	}
+	var order []group
+	todo := map[group][]build{}
 	for _, bd := range builds {
 		if bd.cached {
 			if _, err := os.Stat(bd.to); err == nil {
@@ -110,23 +113,78 @@ func EnsureBinaries(ctx context.Context, ours string, realNodes bool, out io.Wri
 			}
 			fmt.Fprintf(out, "building %s into %s (once; several minutes on 2 cores)...\n", bd.what, filepath.Dir(bd.to))
 		}
-		start := time.Now()
-		tmp := bd.to + ".tmp"
-		cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-ldflags", bd.ldflags, "-o", tmp, bd.pkg)
-		cmd.Dir = bd.dir
-		cmd.Env = append(os.Environ(), "CGO_CFLAGS=-O2 -g -Wno-deprecated-declarations", "CGO_ENABLED=0")
-		if bd.cgo {
-			cmd.Env = append(cmd.Env, "CGO_ENABLED=1")
+		g := group{bd.dir, bd.ldflags, bd.cgo}
+		if todo[g] == nil {
+			order = append(order, g)
 		}
-		if msg, err := cmd.CombinedOutput(); err != nil {
-			return b, fmt.Errorf("building %s: %w\n%s", bd.what, err, msg)
-		}
-		if err := os.Rename(tmp, bd.to); err != nil {
+		todo[g] = append(todo[g], bd)
+	}
+	for _, g := range order {
+		if err := goBuild(ctx, g.dir, g.ldflags, g.cgo, todo[g], out); err != nil {
 			return b, err
+		}
+	}
+	return b, nil
+}
+
+// build is a program to build: what it is, the module folder it is built
+// in, its package, where it goes, its link flags; cached programs are
+// built once into the cache, the others every run.
+type build struct {
+	what, dir, pkg, to, ldflags string
+	cached, cgo                 bool
+}
+
+// goBuild builds the programs, all in one module with the same settings,
+// in one go build, then moves each where it goes.
+func goBuild(ctx context.Context, dir, ldflags string, cgo bool, bs []build, out io.Writer) error {
+	start := time.Now()
+	if err := os.MkdirAll(filepath.Dir(bs[0].to), 0o755); err != nil {
+		return err
+	}
+	tmp, err := os.MkdirTemp(filepath.Dir(bs[0].to), ".build-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+	args := []string{"build", "-trimpath", "-ldflags", ldflags, "-o"}
+	if len(bs) == 1 {
+		args = append(args, filepath.Join(tmp, filepath.Base(bs[0].to)), bs[0].pkg)
+	} else {
+		args = append(args, tmp+"/")
+		for _, bd := range bs {
+			args = append(args, bd.pkg)
+		}
+	}
+	cmd := exec.CommandContext(ctx, "go", args...)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "CGO_CFLAGS=-O2 -g -Wno-deprecated-declarations", "CGO_ENABLED=0")
+	if cgo {
+		cmd.Env = append(cmd.Env, "CGO_ENABLED=1")
+	}
+	var names []string
+	for _, bd := range bs {
+		names = append(names, bd.what)
+	}
+	if msg, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("building %s: %w\n%s", strings.Join(names, ", "), err, msg)
+	}
+	for _, bd := range bs {
+		built := filepath.Join(tmp, filepath.Base(bd.to))
+		if len(bs) > 1 {
+			built = filepath.Join(tmp, path.Base(bd.pkg))
+		}
+		if err := os.MkdirAll(filepath.Dir(bd.to), 0o755); err != nil {
+			return err
+		}
+		// The temporary folder is beside the programs (a group's go to one
+		// folder: the cache, or ours), so the rename is a move.
+		if err := os.Rename(built, bd.to); err != nil {
+			return err
 		}
 		if bd.cached {
 			fmt.Fprintf(out, "built %s in %s\n", bd.what, time.Since(start).Round(time.Second))
 		}
 	}
-	return b, nil
+	return nil
 }
