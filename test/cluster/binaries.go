@@ -82,27 +82,31 @@ func EnsureBinaries(ctx context.Context, ours string, realNodes bool, out io.Wri
 	// Ours are built as deploy/docker's Dockerfiles build them.
 	ourFlags := "-s -w -X github.com/gpupack/gpupack/extender.Version=" + ImageTag + " -X main.Version=" + ImageTag
 	builds := []build{
-		{"kube-apiserver " + KubernetesVersion, mod, "k8s.io/kubernetes/cmd/kube-apiserver", b.APIServer, ldflags, true, false},
-		{"kube-scheduler " + KubernetesVersion, mod, "k8s.io/kubernetes/cmd/kube-scheduler", b.Scheduler, ldflags, true, false},
-		{"etcd " + EtcdVersion, filepath.Join(mod, "tools", "etcd"), "go.etcd.io/etcd/server/v3", b.Etcd, "-s -w", true, false},
+		{"kube-apiserver " + KubernetesVersion, mod, "k8s.io/kubernetes/cmd/kube-apiserver", b.APIServer, ldflags, true, true},
+		{"kube-scheduler " + KubernetesVersion, mod, "k8s.io/kubernetes/cmd/kube-scheduler", b.Scheduler, ldflags, true, true},
+		{"etcd " + EtcdVersion, filepath.Join(mod, "tools", "etcd"), "go.etcd.io/etcd/server/v3", b.Etcd, "-s -w", true, true},
 		{"gpupack-extender", mod, "github.com/gpupack/gpupack/cmd/gpupack-extender", b.Extender, ourFlags, false, false},
 		{"gpupack-train", mod, "github.com/gpupack/gpupack/cmd/gpupack-train", b.Train, ourFlags, false, true},
 		{"kubectl-inspect-gpushare", mod, "github.com/gpupack/gpupack/cmd/kubectl-inspect-gpushare", b.Inspect, ourFlags, false, false},
 	}
 	if realNodes {
 		builds = append(builds,
-			build{"kube-controller-manager " + KubernetesVersion, mod, "k8s.io/kubernetes/cmd/kube-controller-manager", b.ControllerManager, ldflags, true, false},
-			build{"kubelet " + KubernetesVersion, mod, "k8s.io/kubernetes/cmd/kubelet", b.Kubelet, ldflags, true, false},
-			build{"kube-proxy " + KubernetesVersion, mod, "k8s.io/kubernetes/cmd/kube-proxy", b.Proxy, ldflags, true, false},
+			build{"kube-controller-manager " + KubernetesVersion, mod, "k8s.io/kubernetes/cmd/kube-controller-manager", b.ControllerManager, ldflags, true, true},
+			build{"kubelet " + KubernetesVersion, mod, "k8s.io/kubernetes/cmd/kubelet", b.Kubelet, ldflags, true, true},
+			build{"kube-proxy " + KubernetesVersion, mod, "k8s.io/kubernetes/cmd/kube-proxy", b.Proxy, ldflags, true, true},
 			build{"gpupack-device-plugin", mod, "github.com/gpupack/gpupack/cmd/gpupack-device-plugin", b.DevicePlugin, ourFlags, false, true},
 			build{"pause", mod, "github.com/gpupack/gpupack/test/cmd/pause", b.Pause, "-s -w", false, false},
 		)
 	}
 	// What is missing is built by one go build per module and settings, so
-	// that the programs' own packages and links overlap.
+	// that the programs' own packages and links overlap. The Kubernetes
+	// components are built with the settings go vet and the tests compile
+	// their packages with (cgo as the machine has it, no -trimpath), so
+	// that they reuse those packages from the build cache; ours as their
+	// Dockerfiles build them (-trimpath, cgo only for go-nvml).
 	type group struct {
 		dir, ldflags string
-		cgo          bool
+		cgo, cached  bool
 	}
 	var order []group
 	todo := map[group][]build{}
@@ -113,14 +117,14 @@ func EnsureBinaries(ctx context.Context, ours string, realNodes bool, out io.Wri
 			}
 			fmt.Fprintf(out, "building %s into %s (once; several minutes on 2 cores)...\n", bd.what, filepath.Dir(bd.to))
 		}
-		g := group{bd.dir, bd.ldflags, bd.cgo}
+		g := group{bd.dir, bd.ldflags, bd.cgo, bd.cached}
 		if todo[g] == nil {
 			order = append(order, g)
 		}
 		todo[g] = append(todo[g], bd)
 	}
 	for _, g := range order {
-		if err := goBuild(ctx, g.dir, g.ldflags, g.cgo, todo[g], out); err != nil {
+		if err := goBuild(ctx, g.dir, g.ldflags, g.cgo, !g.cached, todo[g], out); err != nil {
 			return b, err
 		}
 	}
@@ -137,7 +141,7 @@ type build struct {
 
 // goBuild builds the programs, all in one module with the same settings,
 // in one go build, then moves each where it goes.
-func goBuild(ctx context.Context, dir, ldflags string, cgo bool, bs []build, out io.Writer) error {
+func goBuild(ctx context.Context, dir, ldflags string, cgo, trimpath bool, bs []build, out io.Writer) error {
 	start := time.Now()
 	if err := os.MkdirAll(filepath.Dir(bs[0].to), 0o755); err != nil {
 		return err
@@ -147,7 +151,10 @@ func goBuild(ctx context.Context, dir, ldflags string, cgo bool, bs []build, out
 		return err
 	}
 	defer os.RemoveAll(tmp)
-	args := []string{"build", "-trimpath", "-ldflags", ldflags, "-o"}
+	args := []string{"build", "-ldflags", ldflags, "-o"}
+	if trimpath {
+		args = append([]string{"build", "-trimpath"}, args[1:]...)
+	}
 	if len(bs) == 1 {
 		args = append(args, filepath.Join(tmp, filepath.Base(bs[0].to)), bs[0].pkg)
 	} else {

@@ -15,7 +15,8 @@ const (
 	TrainImage        = "ghcr.io/gpupack/gpupack-train:" + ImageTag
 	// SchedulerImage is a stand-in for kube-scheduler's upstream image at
 	// the cluster's version, which the chart runs by default: the same
-	// binary the control plane runs, on its PATH as upstream has it.
+	// binary the control plane runs (built with cgo, so on the glibc base),
+	// on its PATH as upstream has it.
 	SchedulerImage = "registry.k8s.io/kube-scheduler:" + KubernetesVersion
 )
 
@@ -35,7 +36,7 @@ func buildImages(b Binaries, dir string) (string, error) {
 		imgs = append(imgs, img)
 	}
 	imgs = append(imgs,
-		images.Image{Ref: SchedulerImage, Base: images.BaseStatic, Files: []images.File{{Path: "/usr/local/bin/kube-scheduler", Source: b.Scheduler}}},
+		images.Image{Ref: SchedulerImage, Base: images.BaseGlibc, Files: []images.File{{Path: "/usr/local/bin/kube-scheduler", Source: b.Scheduler}}},
 		images.Image{Ref: pauseImage, Base: images.BaseStatic, Files: []images.File{{Path: "/pause", Source: b.Pause}}, Entrypoint: []string{"/pause"}, User: "65535:65535"},
 	)
 	path := filepath.Join(dir, "images.tar")
