@@ -12,6 +12,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 )
@@ -83,6 +84,12 @@ func Up(ctx context.Context, opts Options) (*Cluster, error) {
 		}
 		if len(opts.RealNodes) > maxRealNodes {
 			return nil, fmt.Errorf("%d real nodes asked, at most %d", len(opts.RealNodes), maxRealNodes)
+		}
+		for _, n := range opts.RealNodes {
+			// The name is a Node's, and names the node's folders and cgroup.
+			if errs := validation.IsDNS1123Subdomain(n.Name); len(errs) > 0 {
+				return nil, fmt.Errorf("real node %q: %s", n.Name, strings.Join(errs, "; "))
+			}
 		}
 	}
 	start := time.Now()
