@@ -67,8 +67,10 @@ func listSize(cards []card) int {
 	return proto.Size(&pluginapi.ListAndWatchResponse{Devices: listDevices(cards)})
 }
 
-// perCard counts the units per card index in a list of device ids.
-func perCard(ids []string, byUUID map[string]int) (map[int]int64, error) {
+// PerCard counts the units per card index (byUUID: card UUID -> index) in a
+// list of the plugin's device ids, as the kubelet hands them to Allocate and
+// lists them in PodResources.
+func PerCard(ids []string, byUUID map[string]int) (map[int]int64, error) {
 	out := map[int]int64{}
 	for _, id := range ids {
 		uuid, _, err := parseID(id)

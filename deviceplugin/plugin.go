@@ -348,7 +348,7 @@ func (p *Plugin) pick(cards map[int]int64, available, must []string) []string {
 func (p *Plugin) Allocate(ctx context.Context, req *pluginapi.AllocateRequest) (*pluginapi.AllocateResponse, error) {
 	resp := &pluginapi.AllocateResponse{}
 	for _, cr := range req.ContainerRequests {
-		got, err := perCard(cr.DevicesIds, p.byUUID)
+		got, err := PerCard(cr.DevicesIds, p.byUUID)
 		if err != nil {
 			return nil, status.Errorf(codes.InvalidArgument, "node %s: %v", p.opts.NodeName, err)
 		}

@@ -61,7 +61,7 @@ func (p *Plugin) holdings(ctx context.Context, pods []*corev1.Pod) (held, error)
 			if len(ids) == 0 {
 				continue
 			}
-			cards, err := perCard(ids, p.byUUID)
+			cards, err := PerCard(ids, p.byUUID)
 			if err != nil {
 				return nil, fmt.Errorf("pod %s container %s: %w", klog.KObj(pod), c.GetName(), err)
 			}

@@ -187,21 +187,6 @@ func podResources(t *testing.T) map[string][]string {
 	return out
 }
 
-// perCard counts device ids ("<card uuid>-_-<n>") by card index.
-func perCard(t *testing.T, ids []string, index map[string]int) map[int]int64 {
-	t.Helper()
-	out := map[int]int64{}
-	for _, id := range ids {
-		uuid, _, ok := strings.Cut(id, "-_-")
-		i, known := index[uuid]
-		if !ok || !known {
-			t.Fatalf("device id %q names no card of the node", id)
-		}
-		out[i]++
-	}
-	return out
-}
-
 // inventory is the node's cards as its device plugin published them: UUID
 // -> index.
 func inventory(t *testing.T) map[string]int {

@@ -13,6 +13,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/gpupack/gpupack/contract"
+	"github.com/gpupack/gpupack/deviceplugin"
 	"github.com/gpupack/gpupack/test/cluster"
 )
 
@@ -121,7 +122,10 @@ func checkPodResources(t *testing.T, ns string) {
 			}
 			a := allocation(t, p)
 			for ci, c := range p.Spec.Containers {
-				got := perCard(t, held[ns+"/"+p.Name+"/"+c.Name], index)
+				got, err := deviceplugin.PerCard(held[ns+"/"+p.Name+"/"+c.Name], index)
+				if err != nil {
+					t.Fatalf("PodResources of %s/%s: %v", p.Name, c.Name, err)
+				}
 				if fmt.Sprint(got) != fmt.Sprint(map[int]int64(a[ci])) {
 					diffs = append(diffs, fmt.Sprintf("%s/%s holds %v, annotated %v", p.Name, c.Name, got, a[ci]))
 				}
