@@ -57,9 +57,10 @@ render-manifests = { echo '\# Generated from $(CHART) with deploy/manifests/valu
 manifests: ## render the static manifests (deploy/manifests/gpupack.yaml) from the Helm chart
 	@$(render-manifests) > $(MANIFEST)
 
-verify: ## check gofmt, go vet, go mod tidy, helm lint and that the static manifests are what the chart renders
+verify: ## check gofmt, go vet, go mod tidy, the import rules each doc.go states, helm lint and that the static manifests are what the chart renders
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(PKGS)
+	$(GO) test -count=1 ./internal/layout/
 	$(GO) mod tidy -diff
 	cd test && $(GO) vet ./... && $(GO) mod tidy -diff
 	cd test/tools/etcd && $(GO) mod tidy -diff

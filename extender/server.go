@@ -89,10 +89,16 @@ func NewServer(cfg *config.Config, d Deps) (*Server, error) {
 	}, nil
 }
 
-// SigningKey reads the key file, or makes a random key when path is empty.
+// MinSigningKeyBytes is the shortest signing key accepted: HMAC-SHA256
+// (contract.Sign) wants a key at least as long as its 32-byte output
+// (RFC 2104, section 3); a shorter one weakens every signature.
+const MinSigningKeyBytes = 32
+
+// SigningKey reads the key file (surrounding white space is not part of
+// the key), or makes a random key of MinSigningKeyBytes when path is empty.
 func SigningKey(path string) ([]byte, error) {
 	if path == "" {
-		k := make([]byte, 32)
+		k := make([]byte, MinSigningKeyBytes)
 		_, err := rand.Read(k)
 		return k, err
 	}
@@ -101,8 +107,8 @@ func SigningKey(path string) ([]byte, error) {
 		return nil, fmt.Errorf("reading signing key: %w", err)
 	}
 	k = []byte(strings.TrimSpace(string(k)))
-	if len(k) < 16 {
-		return nil, fmt.Errorf("signing key %s has %d bytes; want at least 16", path, len(k))
+	if len(k) < MinSigningKeyBytes {
+		return nil, fmt.Errorf("signing key %s has %d bytes; want at least %d (e.g. head -c 48 /dev/urandom | base64 > %s)", path, len(k), MinSigningKeyBytes, path)
 	}
 	return k, nil
 }

@@ -273,3 +273,43 @@ func writeKey(t *testing.T, path string, k *ecdsa.PrivateKey) {
 	}
 	writePEM(t, path, "EC PRIVATE KEY", der)
 }
+
+func TestSigningKey(t *testing.T) {
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		name, file string
+		wantLen    int // 0: rejected
+	}{
+		{"16 bytes, once accepted", strings.Repeat("k", 16), 0},
+		{"31 bytes", strings.Repeat("k", 31), 0},
+		{"32 bytes", strings.Repeat("k", 32), 32},
+		// the newline that echo and kubectl create secret leave is not key
+		{"32 bytes and a newline", strings.Repeat("k", 32) + "\n", 32},
+		{"31 bytes padded to 33 with white space", " " + strings.Repeat("k", 31) + "\n", 0},
+		{"64 bytes", strings.Repeat("k", 64), 64},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(dir, strings.ReplaceAll(tc.name, " ", "_"))
+			if err := os.WriteFile(path, []byte(tc.file), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			k, err := SigningKey(path)
+			switch {
+			case tc.wantLen == 0 && err == nil:
+				t.Fatalf("a %d-byte key was accepted; want at least %d", len(k), MinSigningKeyBytes)
+			case tc.wantLen == 0 && !strings.Contains(err.Error(), "want at least 32"):
+				t.Fatalf("error %q does not say what is accepted", err)
+			case tc.wantLen != 0 && err != nil:
+				t.Fatal(err)
+			case len(k) != tc.wantLen && tc.wantLen != 0:
+				t.Fatalf("key has %d bytes, want %d", len(k), tc.wantLen)
+			}
+		})
+	}
+	if k, err := SigningKey(""); err != nil || len(k) != MinSigningKeyBytes {
+		t.Fatalf("random key: %d bytes, %v; want %d", len(k), err, MinSigningKeyBytes)
+	}
+	if _, err := SigningKey(filepath.Join(dir, "missing")); err == nil {
+		t.Fatal("a missing key file was accepted")
+	}
+}

@@ -1,5 +1,3 @@
-// Command gpupack-device-plugin is the kubelet device plugin of gpupack:
-// one per GPU node, as a DaemonSet. See the deviceplugin package.
 package main
 
 import (

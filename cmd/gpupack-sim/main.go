@@ -1,5 +1,3 @@
-// Command gpupack-sim replays a node list and a pod list of the openb trace
-// through the extender's own placement code; see --help.
 package main
 
 import (

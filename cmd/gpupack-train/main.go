@@ -1,5 +1,3 @@
-// Command gpupack-train is a simulated AI-training job for nodes that run
-// the mock NVML (see package mock/job).
 package main
 
 import (

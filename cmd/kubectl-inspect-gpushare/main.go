@@ -1,6 +1,3 @@
-// Command kubectl-inspect-gpushare is the kubectl plugin behind `kubectl
-// inspect gpushare [-d] [node]`: GPU memory per node and card, and the
-// pods holding it. Put it on the PATH; see the inspect package.
 package main
 
 import (

@@ -17,12 +17,15 @@ type Config struct {
 	// kubelet can probe and Prometheus can scrape an extender whose verbs
 	// listen on loopback only.
 	ProbeAddress string `json:"probeAddress,omitempty"`
-	// Policy names the scoring policy: binpack, spread, fgd, or "default".
+	// Policy names the placement policy: one of policy.Names() (bestfit,
+	// binpack, fgd, fill, packing, random, spread), or "default" (fill).
 	Policy string `json:"policy,omitempty"`
 	// MemoryUnit of aliyun.com/gpu-mem: GiB or MiB, as the device plugins use.
 	MemoryUnit string `json:"memoryUnit,omitempty"`
-	// SigningKeyFile holds the key that signs every decision (any bytes, 32
-	// or more). Decisions signed with it are trusted when state is rebuilt.
+	// SigningKeyFile holds the key that signs every decision: any bytes, at
+	// least extender.MinSigningKeyBytes (32) once surrounding white space is
+	// trimmed; a shorter key is refused at start-up. Decisions signed with
+	// it are trusted when state is rebuilt.
 	// Without it a random key is used, and after a restart earlier decisions
 	// are used only where they fit (never over-committing a card).
 	SigningKeyFile string `json:"signingKeyFile,omitempty"`

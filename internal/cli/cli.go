@@ -1,5 +1,3 @@
-// Package cli holds what the commands share: the API client configuration
-// and klog's flags.
 package cli
 
 import (

@@ -1,0 +1,7 @@
+// Command gpupack-device-plugin is the kubelet device plugin of gpupack:
+// one per GPU node, as a DaemonSet. See the deviceplugin package.
+//
+// It wires the device plugin to the real NVML or the simulated one (mock,
+// and mock/job's environment for simulated jobs); it depends on nothing of
+// the extender.
+package main
