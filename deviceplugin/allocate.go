@@ -15,6 +15,9 @@ import (
 	"github.com/gpupack/gpupack/contract"
 )
 
+// This file is the matching of Allocate: which plans wait, given what
+// containers hold (the words are those of the package doc).
+
 // PodSource lists the pods bound to this node.
 type PodSource interface {
 	// Cached lists from the informer (may lag the API server).
@@ -23,27 +26,30 @@ type PodSource interface {
 	Live(ctx context.Context) ([]*corev1.Pod, error)
 }
 
-// waiting is a GPU container of a bound pod that has not been allocated yet.
-type waiting struct {
-	pod *corev1.Pod
-	// podAlloc is the pod's whole recorded allocation.
-	podAlloc  contract.Allocation
-	container int
+// plan is the plan of one GPU container.
+type plan struct {
+	pod       *corev1.Pod
+	container int           // index in the pod's spec
 	cards     map[int]int64 // card index -> units
-	assumed   int64         // bind time, ns
+	// podPlan is the plans of every GPU container of the pod.
+	podPlan contract.Allocation
+	assumed int64 // bind time, ns
 }
 
-func (w waiting) units() int64 {
+func (pl plan) units() int64 {
 	var u int64
-	for _, v := range w.cards {
+	for _, v := range pl.cards {
 		u += v
 	}
 	return u
 }
 
-func (w waiting) String() string {
-	return fmt.Sprintf("%s container %d (%s)", klog.KObj(w.pod), w.container, describeCards(w.cards))
+func (pl plan) String() string {
+	return fmt.Sprintf("%s container %d (%s)", klog.KObj(pl.pod), pl.container, describeCards(pl.cards))
 }
+
+// owner is the container the extender made the plan for.
+func (pl plan) owner() podContainer { return podContainer{pl.pod.UID, pl.container} }
 
 func describeCards(cards map[int]int64) string {
 	idx := make([]int, 0, len(cards))
@@ -58,26 +64,19 @@ func describeCards(cards map[int]int64) string {
 	return strings.Join(parts, ", ")
 }
 
-// planned reports whether a pod's plan counts on the node: it has not
-// ended and is not being deleted. What waits and what is held are worked
-// out over the same pods, so a deleting pod's devices never use up another
+// inPlay reports whether a pod's plans count on the node: it has not ended
+// and is not being deleted. What waits and what is held are worked out
+// over the same pods, so a deleting pod's devices never use up another
 // pod's plan.
-func planned(pod *corev1.Pod) bool {
+func inPlay(pod *corev1.Pod) bool {
 	return active(pod) && pod.DeletionTimestamp == nil
 }
 
-// waitingContainers lists the GPU containers of pods that wait for
-// Allocate, oldest bind first. done says which containers the plugin has
-// served already; with it (no PodResources API), pods marked assigned are
-// taken as served too (a restarted plugin). With done nil it lists every
-// plan.
-func waitingContainers(pods []*corev1.Pod, done map[types.UID]map[int]bool) []waiting {
-	var out []waiting
+// plans lists the node's plans, held or waiting, oldest bind first.
+func plans(pods []*corev1.Pod) []plan {
+	var out []plan
 	for _, pod := range pods {
-		if !planned(pod) {
-			continue
-		}
-		if _, known := done[pod.UID]; done != nil && !known && pod.Annotations[contract.AnnotationAssigned] == "true" {
+		if !inPlay(pod) {
 			continue
 		}
 		a, err := contract.ParseAllocation(planOf(pod))
@@ -86,10 +85,7 @@ func waitingContainers(pods []*corev1.Pod, done map[types.UID]map[int]bool) []wa
 		}
 		assumed, _ := strconv.ParseInt(pod.Annotations[contract.AnnotationAssumeTime], 10, 64)
 		for ctr, cards := range a {
-			if done[pod.UID][ctr] {
-				continue
-			}
-			out = append(out, waiting{pod: pod, podAlloc: a, container: ctr, cards: maps.Clone(cards), assumed: assumed})
+			out = append(out, plan{pod: pod, container: ctr, cards: maps.Clone(cards), podPlan: a, assumed: assumed})
 		}
 	}
 	sort.SliceStable(out, func(i, j int) bool {
@@ -104,8 +100,9 @@ func waitingContainers(pods []*corev1.Pod, done map[types.UID]map[int]bool) []wa
 	return out
 }
 
-// planOf is the extender's decision for a pod: the allocation annotation,
-// or the original decision kept when reconciliation rewrote it.
+// planOf is the pod's plans as the extender wrote them: the allocation
+// annotation, or gpupack.io/planned-allocation once reconciliation
+// rewrote the allocation.
 func planOf(pod *corev1.Pod) string {
 	if p, ok := pod.Annotations[contract.AnnotationPlanned]; ok {
 		return p
@@ -113,118 +110,148 @@ func planOf(pod *corev1.Pod) string {
 	return pod.Annotations[contract.AnnotationAllocation]
 }
 
-// match finds the first waiting container whose cards are exactly got.
-func match(ws []waiting, got map[int]int64) (waiting, bool) {
-	for _, w := range ws {
-		if maps.Equal(w.cards, got) {
-			return w, true
-		}
-	}
-	return waiting{}, false
+// holdings says what the GPU containers of the node's pods hold. It is the
+// kubelet's word (podResourcesHoldings) or, on a node without the
+// kubelet's PodResources API, what this plugin remembers serving
+// (servedHoldings).
+type holdings interface {
+	// list says what each GPU container of the pods in play holds.
+	list(ctx context.Context, pods []*corev1.Pod) (held, error)
+	// served is told that Allocate served a container from pl.
+	served(ctx context.Context, pl plan)
 }
 
-// held is what the kubelet says each GPU container of the node holds: pod
-// UID -> container index -> card -> units.
+// podContainer names a container of a pod by its index in the pod's spec.
+type podContainer struct {
+	uid   types.UID
+	index int
+}
+
+// held is what each GPU container of the node holds: pod UID -> container
+// index -> card -> units.
 type held map[types.UID]map[int]map[int]int64
 
-func (h held) holds(uid types.UID, ctr int) bool {
-	_, ok := h[uid][ctr]
+func (h held) add(c podContainer, cards map[int]int64) {
+	if h[c.uid] == nil {
+		h[c.uid] = map[int]map[int]int64{}
+	}
+	h[c.uid][c.index] = cards
+}
+
+func (h held) holds(c podContainer) bool {
+	_, ok := h[c.uid][c.index]
 	return ok
 }
 
-// plans lists every GPU container's recorded allocation on the node's
-// active pods, served or not, oldest bind first.
-func plans(pods []*corev1.Pod) []waiting {
-	return waitingContainers(pods, nil)
+// holder is a container that holds devices, and what they name.
+type holder struct {
+	podContainer
+	cards map[int]int64
 }
 
-// pool is what still waits for Allocate, given what containers hold: the
-// recorded allocations (plans) less one plan per holding container. A
-// container's own plan goes when it holds exactly that; else an unused
-// plan equal to what it holds (it was served from another pod's plan: the
-// pods are interchangeable), first one of another holder that holds other
-// cards than planned (the two swapped), then one of a container that holds
-// nothing yet; else its own plan (the kubelet gave it other cards than any
-// plan). So same-size pods that swapped cards leave the right cards
-// waiting, whichever pod each plan was recorded on.
-//
-// drifted names the pods with a container that holds cards equal to no
-// plan (the kubelet gave it devices the plugin never served, as after a
-// node reboot or a card swap). Every other holder holds a plan, so the
-// node's plans, as a multiset, still cover what is held: counting the
-// plans never under-counts a card.
-func pool(all []waiting, h held) (rest []waiting, drifted map[types.UID]bool) {
-	used := make([]bool, len(all))
-	own := map[types.UID]map[int]int{}
-	for i, w := range all {
-		if own[w.pod.UID] == nil {
-			own[w.pod.UID] = map[int]int{}
-		}
-		own[w.pod.UID][w.container] = i
-	}
-	type holder struct {
-		uid   types.UID
-		ctr   int
-		cards map[int]int64
-	}
-	var pending []holder
+// holders lists the containers that hold devices, by pod UID then index.
+func (h held) holders() []holder {
+	var out []holder
 	for uid, ctrs := range h {
 		for ctr, cards := range ctrs {
-			if i, ok := own[uid][ctr]; ok && maps.Equal(all[i].cards, cards) {
-				used[i] = true
-				continue
-			}
-			pending = append(pending, holder{uid, ctr, cards})
+			out = append(out, holder{podContainer{uid, ctr}, cards})
 		}
 	}
-	sort.Slice(pending, func(i, j int) bool {
-		if pending[i].uid != pending[j].uid {
-			return pending[i].uid < pending[j].uid
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].uid != out[j].uid {
+			return out[i].uid < out[j].uid
 		}
-		return pending[i].ctr < pending[j].ctr
+		return out[i].index < out[j].index
 	})
-	// Mutual swaps first: a holder's cards recorded on another holder whose
-	// own plan is not what it holds; then plans of containers that hold
-	// nothing yet.
-	pendingHolder := map[types.UID]map[int]bool{}
-	for _, hd := range pending {
-		if pendingHolder[hd.uid] == nil {
-			pendingHolder[hd.uid] = map[int]bool{}
-		}
-		pendingHolder[hd.uid][hd.ctr] = true
+	return out
+}
+
+// waitingPlans is what waits for Allocate: the node's plans (oldest bind
+// first) less one plan for each container that holds devices.
+//
+// The kubelet never says which pod an Allocate is for, so a container may
+// hold a plan the extender made for another pod of the same size. The plan
+// a holding container takes off is, by the first rule that gives one:
+//
+//  1. its own plan, when it holds exactly that;
+//  2. the oldest plan equal to what it holds among the plans of containers
+//     that hold other cards than their own plan (they swapped plans);
+//  3. the oldest plan equal to what it holds among the plans of containers
+//     that hold nothing yet (it was served from that plan; that container
+//     now waits on what is left);
+//  4. its own plan, if it has one: no plan left equals what it holds, and
+//     its pod has drifted.
+//
+// Every holder goes through rule 1, then those left through rule 2, then
+// rule 3, holders in order of pod UID and container index. So same-size
+// pods that swapped plans leave the right cards waiting, whichever pod each
+// plan was made for; and every holder but a drifted one takes off a plan
+// equal to what it holds, so the node's plans, counted together, cover
+// what is held: counting plans never under-counts a card.
+func waitingPlans(plans []plan, h held) (waiting []plan, drifted map[types.UID]bool) {
+	taken := make([]bool, len(plans))
+	own := make(map[podContainer]int, len(plans)) // container -> index of its plan
+	for i, pl := range plans {
+		own[pl.owner()] = i
 	}
-	var unmatched []holder
-	for _, fromHolders := range []bool{true, false} {
-		unmatched = unmatched[:0]
-		for _, hd := range pending {
+
+	// Rule 1.
+	var left []holder
+	for _, hd := range h.holders() {
+		if i, ok := own[hd.podContainer]; ok && maps.Equal(plans[i].cards, hd.cards) {
+			taken[i] = true
+			continue
+		}
+		left = append(left, hd)
+	}
+
+	// Rules 2 and 3: each holder left takes the oldest plan not taken yet
+	// that equals what it holds, among the plans the rule allows.
+	byRule := func(left []holder, allowed func(plan) bool) (still []holder) {
+		for _, hd := range left {
 			found := false
-			for i, w := range all {
-				eligible := pendingHolder[w.pod.UID][w.container]
-				if !fromHolders {
-					eligible = !h.holds(w.pod.UID, w.container)
-				}
-				if !used[i] && eligible && maps.Equal(w.cards, hd.cards) {
-					used[i], found = true, true
+			for i, pl := range plans {
+				if !taken[i] && allowed(pl) && maps.Equal(pl.cards, hd.cards) {
+					taken[i], found = true, true
 					break
 				}
 			}
 			if !found {
-				unmatched = append(unmatched, hd)
+				still = append(still, hd)
 			}
 		}
-		pending = append([]holder(nil), unmatched...)
+		return still
 	}
+	holdsOther := map[podContainer]bool{}
+	for _, hd := range left {
+		holdsOther[hd.podContainer] = true
+	}
+	left = byRule(left, func(pl plan) bool { return holdsOther[pl.owner()] })
+	left = byRule(left, func(pl plan) bool { return !h.holds(pl.owner()) })
+
+	// Rule 4.
 	drifted = map[types.UID]bool{}
-	for _, hd := range unmatched {
+	for _, hd := range left {
 		drifted[hd.uid] = true
-		if i, ok := own[hd.uid][hd.ctr]; ok && !used[i] {
-			used[i] = true
+		if i, ok := own[hd.podContainer]; ok {
+			taken[i] = true
 		}
 	}
-	for i, w := range all {
-		if !used[i] {
-			rest = append(rest, w)
+
+	for i, pl := range plans {
+		if !taken[i] {
+			waiting = append(waiting, pl)
 		}
 	}
-	return rest, drifted
+	return waiting, drifted
+}
+
+// match finds the first waiting plan whose cards are exactly got.
+func match(waiting []plan, got map[int]int64) (plan, bool) {
+	for _, pl := range waiting {
+		if maps.Equal(pl.cards, got) {
+			return pl, true
+		}
+	}
+	return plan{}, false
 }

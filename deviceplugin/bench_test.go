@@ -7,7 +7,6 @@ import (
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/types"
 	pluginapi "k8s.io/kubelet/pkg/apis/deviceplugin/v1beta1"
 
 	"github.com/gpupack/gpupack/contract"
@@ -35,6 +34,7 @@ func fullNode(b *testing.B, withPodResources bool) (*Plugin, []*corev1.Pod) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	b.Cleanup(p.close)
 	if kubelet != nil {
 		next := map[int]int64{}
 		for _, pod := range list[:len(list)-1] {
@@ -75,9 +75,9 @@ func BenchmarkAllocate(b *testing.B) {
 				if err != nil || resp.ContainerResponses[0].Envs[contract.EnvIndex] == "" {
 					b.Fatal(err)
 				}
-				p.mu.Lock()
-				p.done = map[types.UID]map[int]bool{}
-				p.mu.Unlock()
+				if !withPR {
+					p.holdings = newServedHoldings(nil) // forget what was served
+				}
 			}
 		})
 	}

@@ -53,6 +53,7 @@ func RunDaemon(ctx context.Context, cfg DaemonConfig, lib nvml.Interface, client
 	if err != nil {
 		return err
 	}
+	defer p.close() // Run closes it too; this covers a return before Run
 	pods.Start(ctx)
 	defer pods.Shutdown()
 	if !pods.WaitForSync(ctx) {

@@ -101,7 +101,7 @@ func (p *Plugin) evict(ctx context.Context, c ContainerUsage, over time.Duration
 	}
 	p.event(c.Pod, corev1.EventTypeWarning, ReasonOverShareEvicted, "Evicting: %s for %s (limit %s)",
 		c, over.Round(time.Second), p.opts.EvictOverShareAfter)
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
 	defer cancel()
 	err := p.client.CoreV1().Pods(c.Pod.Namespace).EvictV1(ctx, &policyv1.Eviction{
 		ObjectMeta:    metav1.ObjectMeta{Name: c.Pod.Name, Namespace: c.Pod.Namespace},

@@ -3,7 +3,6 @@ package deviceplugin
 import (
 	"context"
 	"strconv"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -79,7 +78,7 @@ func (c *usageCollector) Describe(ch chan<- *prometheus.Desc) {
 const mib = 1 << 20
 
 func (c *usageCollector) Collect(ch chan<- prometheus.Metric) {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), requestTimeout)
 	defer cancel()
 	u, err := c.p.Usage(ctx)
 	if err != nil {

@@ -2,9 +2,9 @@ package deviceplugin
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"maps"
 	"net"
 	"os"
@@ -21,8 +21,6 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/record"
 	"k8s.io/klog/v2"
@@ -35,6 +33,10 @@ import (
 
 // SocketName is gpushare's plugin socket, under the kubelet's folder.
 const SocketName = "aliyungpushare.sock"
+
+// requestTimeout bounds each request the plugin makes to the kubelet or the
+// API server.
+const requestTimeout = 10 * time.Second
 
 // Options configure a Plugin.
 type Options struct {
@@ -57,9 +59,9 @@ type Options struct {
 	// always).
 	Synced func() bool
 	// PodResourcesSocket is the kubelet's PodResources API. With it, what
-	// waits for Allocate is worked out from what the kubelet says
-	// containers hold, and annotations are reconciled with it; without it
-	// (""), the plugin remembers what it served.
+	// containers hold is what the kubelet says, and annotations are
+	// reconciled with it; without it (""), containers hold what the plugin
+	// remembers serving.
 	PodResourcesSocket string
 	// Mounts and Env are added to every container's allocation, beside
 	// its cards' environment: what a container needs to use the cards that
@@ -118,19 +120,21 @@ type Plugin struct {
 
 	mu     sync.Mutex
 	cards  []card
-	byUUID map[string]int
-	// done records the containers served: pod -> container index.
-	done map[types.UID]map[int]bool
+	byUUID map[string]int // card UUID -> index; not changed after New
 	// watchers get the device list again when health changes.
 	watchers map[chan struct{}]struct{}
 
 	procs      ProcFS
 	metrics    *pluginMetrics
 	registered atomic.Bool
-	// podResources is the kubelet's PodResources client (nil without a
-	// socket); kick asks for a reconciliation soon.
-	podResources podresourcesapi.PodResourcesListerClient
-	kick         chan struct{}
+	// holdings says what containers hold; kick asks reconciliation for a
+	// pass soon.
+	holdings holdings
+	kick     chan struct{}
+	// closers are what New opened (the PodResources connection), closed
+	// once by close.
+	closers   []io.Closer
+	closeOnce sync.Once
 }
 
 var _ pluginapi.DevicePluginServer = (*Plugin)(nil)
@@ -148,7 +152,7 @@ func New(opts Options, lib nvml.Interface, pods PodSource, client kubernetes.Int
 		return nil, errors.New("NVML reports no GPU on this node")
 	}
 	p := &Plugin{opts: opts, nvml: lib, pods: pods, client: client, byUUID: map[string]int{},
-		done: map[types.UID]map[int]bool{}, watchers: map[chan struct{}]struct{}{}}
+		watchers: map[chan struct{}]struct{}{}}
 	for _, d := range devs {
 		p.cards = append(p.cards, card{Device: d, units: opts.Unit.FromMiB(d.MemoryMiB), healthy: true})
 		p.byUUID[d.UUID] = d.Index
@@ -162,12 +166,15 @@ func New(opts Options, lib nvml.Interface, pods PodSource, client kubernetes.Int
 			len(p.cards), opts.Unit, n, float64(size)/(1<<20), MaxListAndWatchBytes>>20)
 	}
 	p.kick = make(chan struct{}, 1)
-	if opts.PodResourcesSocket != "" {
+	if opts.PodResourcesSocket == "" {
+		p.holdings = newServedHoldings(client)
+	} else {
 		conn, err := grpc.NewClient("unix://"+opts.PodResourcesSocket, grpc.WithTransportCredentials(insecure.NewCredentials()))
 		if err != nil {
 			return nil, fmt.Errorf("the kubelet's PodResources API at %s: %w", opts.PodResourcesSocket, err)
 		}
-		p.podResources = podresourcesapi.NewPodResourcesListerClient(conn)
+		p.closers = append(p.closers, conn)
+		p.holdings = &podResourcesHoldings{client: podresourcesapi.NewPodResourcesListerClient(conn), byUUID: p.byUUID, kick: p.kick}
 	}
 	p.procs = ProcFS{Root: opts.ProcRoot}
 	if p.procs.Root == "" {
@@ -175,6 +182,16 @@ func New(opts Options, lib nvml.Interface, pods PodSource, client kubernetes.Int
 	}
 	p.metrics = newMetrics(p)
 	return p, nil
+}
+
+// close closes what New opened (the connection to the kubelet's
+// PodResources API), once.
+func (p *Plugin) close() {
+	p.closeOnce.Do(func() {
+		for _, c := range p.closers {
+			_ = c.Close()
+		}
+	})
 }
 
 // card returns the card with the given index, or nil; p.mu must be held.
@@ -257,9 +274,9 @@ func (p *Plugin) WatchHealth(ctx context.Context) error {
 	return nil
 }
 
-// GetPreferredAllocation steers the kubelet to the cards the extender chose
-// for the oldest bound pod waiting with a container of this size. When the
-// informer has no such pod yet (it lags the bind), the API server is asked.
+// GetPreferredAllocation steers the kubelet to the cards of the oldest
+// waiting plan of the requested size. When the informer has no such plan
+// yet (it lags the bind), the API server is asked.
 func (p *Plugin) GetPreferredAllocation(ctx context.Context, req *pluginapi.PreferredAllocationRequest) (*pluginapi.PreferredAllocationResponse, error) {
 	resp, complete, err := p.prefer(ctx, req, p.pods.Cached)
 	if err != nil || complete {
@@ -276,7 +293,7 @@ func (p *Plugin) prefer(ctx context.Context, req *pluginapi.PreferredAllocationR
 	if err != nil {
 		return nil, false, status.Errorf(codes.Unavailable, "listing pods of node %s: %v", p.opts.NodeName, err)
 	}
-	ws, _, err := p.pending(ctx, pods)
+	waiting, err := p.waiting(ctx, pods)
 	if err != nil {
 		return nil, false, err
 	}
@@ -284,11 +301,11 @@ func (p *Plugin) prefer(ctx context.Context, req *pluginapi.PreferredAllocationR
 	complete := true
 	for _, cr := range req.ContainerRequests {
 		pref := &pluginapi.ContainerPreferredAllocationResponse{}
-		for _, w := range ws {
-			if w.units() != int64(cr.AllocationSize) {
+		for _, pl := range waiting {
+			if pl.units() != int64(cr.AllocationSize) {
 				continue
 			}
-			if ids := p.pick(w.cards, cr.AvailableDeviceIDs, cr.MustIncludeDeviceIDs); ids != nil {
+			if ids := p.pick(pl.cards, cr.AvailableDeviceIDs, cr.MustIncludeDeviceIDs); ids != nil {
 				pref.DeviceIDs = ids
 				break
 			}
@@ -344,7 +361,8 @@ func (p *Plugin) pick(cards map[int]int64, available, must []string) []string {
 	return out
 }
 
-// Allocate serves each container from the cards its device ids name.
+// Allocate serves each container from the waiting plan equal to the
+// cards and units its device ids name.
 func (p *Plugin) Allocate(ctx context.Context, req *pluginapi.AllocateRequest) (*pluginapi.AllocateResponse, error) {
 	resp := &pluginapi.AllocateResponse{}
 	for _, cr := range req.ContainerRequests {
@@ -352,87 +370,63 @@ func (p *Plugin) Allocate(ctx context.Context, req *pluginapi.AllocateRequest) (
 		if err != nil {
 			return nil, status.Errorf(codes.InvalidArgument, "node %s: %v", p.opts.NodeName, err)
 		}
-		w, err := p.claim(ctx, got)
+		pl, err := p.planFor(ctx, got)
 		if err != nil {
 			p.metrics.allocations.WithLabelValues("refused").Inc()
 			klog.FromContext(ctx).Info("Refused an allocation", "err", err)
 			return nil, err
 		}
 		p.metrics.allocations.WithLabelValues("allocated").Inc()
-		resp.ContainerResponses = append(resp.ContainerResponses, p.containerResponse(w))
-		klog.FromContext(ctx).Info("Allocated", "node", p.opts.NodeName, "pod", klog.KObj(w.pod), "container", w.container, "cards", describeCards(w.cards))
-		if p.podResources == nil {
-			p.markAssigned(ctx, w)
-		} else {
-			select { // annotations follow once the kubelet records the devices
-			case p.kick <- struct{}{}:
-			default:
-			}
-		}
+		resp.ContainerResponses = append(resp.ContainerResponses, p.containerResponse(pl))
+		klog.FromContext(ctx).Info("Allocated", "node", p.opts.NodeName, "pod", klog.KObj(pl.pod), "container", pl.container, "cards", describeCards(pl.cards))
+		p.holdings.served(ctx, pl)
 	}
 	return resp, nil
 }
 
-// claim finds the waiting container that the cards got belong to, from the
-// informer, then from the API server.
-func (p *Plugin) claim(ctx context.Context, got map[int]int64) (waiting, error) {
-	var ws []waiting
+// planFor finds the waiting plan equal to got among the informer's pods,
+// then among the API server's (the informer may lag a bind).
+func (p *Plugin) planFor(ctx context.Context, got map[int]int64) (plan, error) {
+	var waiting []plan
 	for _, list := range []func() ([]*corev1.Pod, error){p.pods.Cached, func() ([]*corev1.Pod, error) { return p.pods.Live(ctx) }} {
 		pods, err := list()
 		if err != nil {
-			return waiting{}, status.Errorf(codes.Unavailable, "listing pods of node %s: %v", p.opts.NodeName, err)
+			return plan{}, status.Errorf(codes.Unavailable, "listing pods of node %s: %v", p.opts.NodeName, err)
 		}
-		var truth bool
-		if ws, truth, err = p.pending(ctx, pods); err != nil {
-			return waiting{}, err
+		if waiting, err = p.waiting(ctx, pods); err != nil {
+			return plan{}, err
 		}
-		w, ok := match(ws, got)
-		if !ok {
-			continue
+		if pl, ok := match(waiting, got); ok {
+			return pl, nil
 		}
-		if !truth {
-			p.mu.Lock()
-			if p.done[w.pod.UID] == nil {
-				p.done[w.pod.UID] = map[int]bool{}
-			}
-			p.done[w.pod.UID][w.container] = true
-			p.mu.Unlock()
-		}
-		return w, nil
 	}
-	names := make([]string, len(ws))
-	for i, w := range ws {
-		names[i] = w.String()
+	names := make([]string, len(waiting))
+	for i, pl := range waiting {
+		names[i] = pl.String()
 	}
 	if len(names) == 0 {
 		names = []string{"none"}
 	}
-	return waiting{}, status.Errorf(codes.FailedPrecondition,
+	return plan{}, status.Errorf(codes.FailedPrecondition,
 		"node %s: no pod bound here waits for %s %s; pods waiting: %s",
 		p.opts.NodeName, describeCards(got), p.opts.Unit, strings.Join(names, "; "))
 }
 
-// pending is what waits for Allocate among pods: from what the kubelet
-// says containers hold when its PodResources API is configured (truth is
-// true), else from what this plugin remembers serving.
-func (p *Plugin) pending(ctx context.Context, pods []*corev1.Pod) (ws []waiting, truth bool, err error) {
-	if p.podResources == nil {
-		p.mu.Lock()
-		defer p.mu.Unlock()
-		return waitingContainers(pods, p.done), false, nil
-	}
-	h, err := p.holdings(ctx, pods)
+// waiting is the plans of pods that wait for Allocate, given what
+// containers hold.
+func (p *Plugin) waiting(ctx context.Context, pods []*corev1.Pod) ([]plan, error) {
+	h, err := p.holdings.list(ctx, pods)
 	if err != nil {
-		return nil, true, status.Errorf(codes.Unavailable, "node %s: %v", p.opts.NodeName, err)
+		return nil, status.Errorf(codes.Unavailable, "node %s: %v", p.opts.NodeName, err)
 	}
-	ws, _ = pool(plans(pods), h)
-	return ws, true, nil
+	waiting, _ := waitingPlans(plans(pods), h)
+	return waiting, nil
 }
 
-// containerResponse is what a container gets: its cards' environment, and
-// what Options add to every container.
-func (p *Plugin) containerResponse(w waiting) *pluginapi.ContainerAllocateResponse {
-	env := p.env(w)
+// containerResponse is what a container served from pl gets: the plan's
+// environment, and what Options add to every container.
+func (p *Plugin) containerResponse(pl plan) *pluginapi.ContainerAllocateResponse {
+	env := p.env(pl)
 	maps.Copy(env, p.opts.Env) // names apart from env's (New checked)
 	r := &pluginapi.ContainerAllocateResponse{Envs: env}
 	for _, m := range p.opts.Mounts {
@@ -441,10 +435,10 @@ func (p *Plugin) containerResponse(w waiting) *pluginapi.ContainerAllocateRespon
 	return r
 }
 
-// env is the container's environment for its cards.
-func (p *Plugin) env(w waiting) map[string]string {
-	idx := make([]int, 0, len(w.cards))
-	for c := range w.cards {
+// env is the environment of a container served from pl.
+func (p *Plugin) env(pl plan) map[string]string {
+	idx := make([]int, 0, len(pl.cards))
+	for c := range pl.cards {
 		idx = append(idx, c)
 	}
 	sort.Ints(idx)
@@ -460,7 +454,7 @@ func (p *Plugin) env(w waiting) map[string]string {
 			}
 		}
 		indices = append(indices, strconv.Itoa(i))
-		perCardUnits = w.cards[i]
+		perCardUnits = pl.cards[i]
 	}
 	p.mu.Unlock()
 	limitMiB := perCardUnits * p.opts.Unit.MiB()
@@ -468,8 +462,8 @@ func (p *Plugin) env(w waiting) map[string]string {
 	env := map[string]string{
 		contract.EnvVisibleDevices: strings.Join(uuids, ","),
 		contract.EnvIndex:          strings.Join(indices, ","),
-		contract.EnvPodMem:         strconv.FormatInt(w.podAlloc.Total(), 10),
-		contract.EnvContainerMem:   strconv.FormatInt(w.units(), 10),
+		contract.EnvPodMem:         strconv.FormatInt(pl.podPlan.Total(), 10),
+		contract.EnvContainerMem:   strconv.FormatInt(pl.units(), 10),
 		contract.EnvDevMem:         strconv.FormatInt(devUnits, 10),
 		envLimitMiB:                strconv.FormatInt(limitMiB, 10),
 		envFraction:                strconv.FormatFloat(fraction, 'f', 4, 64),
@@ -482,27 +476,6 @@ func (p *Plugin) env(w waiting) map[string]string {
 		env[contract.EnvCGPUDisable] = "true"
 	}
 	return env
-}
-
-// markAssigned sets ALIYUN_COM_GPU_MEM_ASSIGNED=true once every GPU
-// container of the pod was served.
-func (p *Plugin) markAssigned(ctx context.Context, w waiting) {
-	if p.client == nil {
-		return
-	}
-	pod := w.pod
-	p.mu.Lock()
-	all := len(p.done[pod.UID]) == len(w.podAlloc)
-	p.mu.Unlock()
-	if !all {
-		return
-	}
-	patch, _ := json.Marshal(map[string]any{"metadata": map[string]any{"uid": pod.UID, "annotations": map[string]string{contract.AnnotationAssigned: "true"}}})
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	if _, err := p.client.CoreV1().Pods(pod.Namespace).Patch(ctx, pod.Name, types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
-		klog.FromContext(ctx).Error(err, "Marking the pod assigned", "pod", klog.KObj(pod))
-	}
 }
 
 // PreStartContainer is not used.
@@ -559,7 +532,7 @@ func (p *Plugin) Register(ctx context.Context) error {
 		return fmt.Errorf("connecting to the kubelet at %s: %w", kubelet, err)
 	}
 	defer conn.Close()
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
 	defer cancel()
 	_, err = pluginapi.NewRegistrationClient(conn).Register(ctx, &pluginapi.RegisterRequest{
 		Version:      pluginapi.Version,

@@ -98,6 +98,7 @@ func newHarnessWith(t *testing.T, preset string, mod func(*Options), podList ...
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(h.plugin.close) // the plugin is served here, not Run
 	for _, c := range h.plugin.Inventory().Cards {
 		h.uuids = append(h.uuids, c.UUID)
 	}

@@ -42,14 +42,14 @@ func (s *podResources) hold(pods ...*podresourcesapi.PodResources) {
 }
 
 // servePodResources serves the API on dir/pr.sock.
-func servePodResources(t testing.TB, dir string) (*podResources, string) {
+func servePodResources(t testing.TB, dir string, opts ...grpc.ServerOption) (*podResources, string) {
 	t.Helper()
 	sock := filepath.Join(dir, "pr.sock")
 	l, err := net.Listen("unix", sock)
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := grpc.NewServer()
+	srv := grpc.NewServer(opts...)
 	pr := &podResources{}
 	podresourcesapi.RegisterPodResourcesListerServer(srv, pr)
 	go func() { _ = srv.Serve(l) }()
@@ -102,7 +102,7 @@ func TestAllocateAndReconcileFromWhatTheKubeletSays(t *testing.T) {
 		t.Fatalf("p steered to %v", got)
 	}
 	// Then q: what is left waiting is card 1 (p's plan), whatever pod it
-	// was recorded on.
+	// was made for.
 	if got := admit("q", h.ids(1, 10)); !cmp.Equal(got, h.ids(1, 4)) {
 		t.Fatalf("q steered to %v", got)
 	}
@@ -157,8 +157,8 @@ func TestAllocateAndReconcileFromWhatTheKubeletSays(t *testing.T) {
 }
 
 func TestSwapBeforeTheSecondPodIsAdmitted(t *testing.T) {
-	// While q waits on the plan p was served from, the plans stay as
-	// recorded (p's old plan is what steers q); p is marked assigned.
+	// While q waits on the plan p was served from, the allocations stay as
+	// they are (p's plan is what steers q); p is marked assigned.
 	q := bound("q", `{"0":{"2":4}}`, "0", fixture.MakePod().GPUMem(4))
 	p := bound("p", `{"0":{"1":4}}`, "1", fixture.MakePod().GPUMem(4))
 	kubelet, sock := servePodResources(t, t.TempDir())
@@ -174,13 +174,15 @@ func TestSwapBeforeTheSecondPodIsAdmitted(t *testing.T) {
 		}
 	}
 	pods, _ := h.pods.Cached()
-	ws, _, err := h.plugin.pending(h.ctx, pods)
-	if err != nil || len(ws) != 1 || ws[0].cards[1] != 4 {
-		t.Errorf("waiting = %v, %v; want card 1: 4", ws, err)
+	waiting, err := h.plugin.waiting(h.ctx, pods)
+	if err != nil || len(waiting) != 1 || waiting[0].cards[1] != 4 {
+		t.Errorf("waiting = %v, %v; want card 1: 4", waiting, err)
 	}
 }
 
-func TestPoolWithoutTheKubelet(t *testing.T) {
+// TestWaitingWhenTheKubeletDoesNotAnswer: with a PodResources socket
+// nobody serves, nothing is served or reconciled.
+func TestWaitingWhenTheKubeletDoesNotAnswer(t *testing.T) {
 	h := newHarnessWith(t, "t4x4", func(o *Options) { o.PodResourcesSocket = filepath.Join(t.TempDir(), "nope.sock") })
 	if err := h.plugin.Reconcile(h.ctx); err == nil {
 		t.Error("no error without the PodResources API")
@@ -202,8 +204,8 @@ func TestDeletingPodDoesNotUseAnotherPlan(t *testing.T) {
 	h := newHarnessWith(t, "a100x8", func(o *Options) { o.PodResourcesSocket = sock }, leaving, q)
 	kubelet.hold(holding("leaving", "c0", h.ids(2, 4)...))
 	pods, _ := h.pods.Cached()
-	ws, _, err := h.plugin.pending(h.ctx, pods)
-	if err != nil || len(ws) != 1 || ws[0].pod.Name != "q" || ws[0].cards[2] != 4 {
-		t.Errorf("waiting = %v, %v; want q on card 2", ws, err)
+	waiting, err := h.plugin.waiting(h.ctx, pods)
+	if err != nil || len(waiting) != 1 || waiting[0].pod.Name != "q" || waiting[0].cards[2] != 4 {
+		t.Errorf("waiting = %v, %v; want q on card 2", waiting, err)
 	}
 }

@@ -20,8 +20,11 @@ import (
 // Run serves the plugin and registers it with the kubelet; whenever the
 // kubelet restarts (it recreates kubelet.sock, and removes plugin sockets),
 // the plugin serves and registers again. It watches card health and keeps
-// the node's inventory and gpu-count current. It returns when ctx ends.
+// the node's inventory and gpu-count current. It returns when ctx ends,
+// and closes the plugin's connection to the kubelet's PodResources API
+// then: a plugin runs once.
 func (p *Plugin) Run(ctx context.Context) error {
+	defer p.close()
 	log := klog.FromContext(ctx)
 	w, err := fsnotify.NewWatcher()
 	if err != nil {
@@ -82,10 +85,13 @@ func (p *Plugin) Run(ctx context.Context) error {
 	}
 }
 
-// registerRetrying registers, retrying for a while (the kubelet may still be
-// starting).
+// registerRetryFor is how long registration is retried: the kubelet may
+// still be starting.
+const registerRetryFor = 10 * time.Second
+
+// registerRetrying registers, retrying for registerRetryFor.
 func (p *Plugin) registerRetrying(ctx context.Context) error {
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(registerRetryFor)
 	for {
 		err := p.Register(ctx)
 		if err == nil || time.Now().After(deadline) || ctx.Err() != nil {

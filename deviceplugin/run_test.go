@@ -5,11 +5,13 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/stats"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes/fake"
 	"k8s.io/klog/v2/ktesting"
@@ -108,4 +110,53 @@ func TestRunRegistersAgainWhenTheKubeletRestarts(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Errorf("Run: %v", err)
 	}
+}
+
+// openConns counts the connections a gRPC server holds open.
+type openConns struct{ n atomic.Int64 }
+
+var _ stats.Handler = (*openConns)(nil)
+
+func (c *openConns) TagRPC(ctx context.Context, _ *stats.RPCTagInfo) context.Context   { return ctx }
+func (c *openConns) HandleRPC(context.Context, stats.RPCStats)                         {}
+func (c *openConns) TagConn(ctx context.Context, _ *stats.ConnTagInfo) context.Context { return ctx }
+func (c *openConns) HandleConn(_ context.Context, s stats.ConnStats) {
+	switch s.(type) {
+	case *stats.ConnBegin:
+		c.n.Add(1)
+	case *stats.ConnEnd:
+		c.n.Add(-1)
+	}
+}
+
+func TestRunClosesThePodResourcesConnection(t *testing.T) {
+	_, ctx := ktesting.NewTestContext(t)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	dir := socketDir(t)
+	_, lib := mockNVML(t, dir, "t4x4")
+	conns := &openConns{}
+	_, sock := servePodResources(t, dir, grpc.StatsHandler(conns))
+	p, err := New(Options{NodeName: "node-a", Dir: dir, Unit: contract.GiB, PodResourcesSocket: sock}, lib, &pods{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, reg := startKubelet(t, dir)
+	defer k.Stop()
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	registration(t, reg)
+
+	// Asking the kubelet what containers hold opens the connection.
+	if err := p.Reconcile(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { return conns.n.Load() == 1 })
+
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("Run: %v", err)
+	}
+	// Run has returned: the kubelet sees the connection closed.
+	waitFor(t, func() bool { return conns.n.Load() == 0 })
 }

@@ -80,13 +80,11 @@ func (p *Plugin) Usage(ctx context.Context) (*Usage, error) {
 	used := map[share]int64{}
 	limits := map[share]int64{}
 	allocated := map[int]int64{}
-	// What containers hold, from the kubelet, wins over the annotations
-	// (which lag a swap of same-size pods until reconciliation).
-	var h held
-	if p.podResources != nil {
-		if h, err = p.holdings(ctx, pods); err != nil {
-			klog.FromContext(ctx).V(2).Info("Grants from annotations only", "err", err)
-		}
+	// What containers hold wins over the annotations (which lag a swap of
+	// same-size pods until reconciliation).
+	h, err := p.holdings.list(ctx, pods)
+	if err != nil {
+		klog.FromContext(ctx).V(2).Info("Grants from annotations only", "err", err)
 	}
 	for _, pod := range pods {
 		if !active(pod) {

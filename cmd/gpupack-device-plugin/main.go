@@ -82,7 +82,7 @@ a hostPath mounted at the same path in the plugin's container.`,
 	fl.StringVar(&f.mockState, "mock-state", "", "state file of the simulated cards; its folder is mounted into every container given simulated cards, so on a node it must be a hostPath mounted at the same path here (default <tmp>/gpupack-mock-<node>/nvml.json)")
 	fl.StringVar(&f.unit, "memory-unit", "GiB", "unit of aliyun.com/gpu-mem: GiB or MiB (the extender's must match)")
 	fl.StringVar(&f.procRoot, "proc-root", "/proc", "the host's /proc, to map GPU processes to pods")
-	fl.StringVar(&f.podResources, "pod-resources-socket", deviceplugin.DefaultPodResourcesSocket, `the kubelet's PodResources API socket ("" to not reconcile)`)
+	fl.StringVar(&f.podResources, "pod-resources-socket", deviceplugin.DefaultPodResourcesSocket, `the kubelet's PodResources API socket, which says what containers hold ("": what the plugin remembers serving, and no reconciliation)`)
 	fl.IntVar(&f.metricsPort, "metrics-port", 9445, "port of /metrics, /healthz and /readyz (0: not served)")
 	fl.DurationVar(&f.evictAfter, "evict-over-share-after", 0, "evict a pod whose container holds more than its GPU memory share for this long (0: only report)")
 	fl.DurationVar(&f.usageInterval, "usage-interval", 5*time.Second, "how often GPU memory use is checked against shares")
