@@ -2,18 +2,12 @@ package cluster
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"sort"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -23,13 +17,13 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/util/workqueue"
 	"k8s.io/klog/v2"
 	api "k8s.io/kubelet/pkg/apis/deviceplugin/v1beta1"
 	podresourcesapi "k8s.io/kubelet/pkg/apis/podresources/v1"
 	dpserver "k8s.io/kubernetes/pkg/kubelet/cm/devicemanager/plugin/v1beta1"
 
 	"github.com/gpupack/gpupack/contract"
-	"github.com/gpupack/gpupack/mock/job"
 )
 
 // kubelet is a test kubelet for one simulated node. Its device-plugin side
@@ -40,6 +34,12 @@ import (
 // simulated training job with the environment Allocate returned, reports
 // the pod Running and then Succeeded or Failed, frees the devices, and
 // serves the PodResources API.
+//
+// Its lifecycle has one rule: nothing it starts outlives it. Once the
+// context given to run ends, no job starts; wait returns once every job it
+// started has been killed (its whole process group) and reaped, and every
+// goroutine it started has returned. The informer's handlers only queue the
+// pod's key, so they never block; one worker syncs the keys (sync).
 type kubelet struct {
 	node                string
 	client              kubernetes.Interface
@@ -48,24 +48,22 @@ type kubelet struct {
 	train, state        string
 	logDir              string // the simulated jobs' output, one file per container
 	log                 klog.Logger
-	ctx                 context.Context
 
-	mu      sync.Mutex
-	srv     dpserver.Server
-	plugin  dpserver.DevicePlugin
-	devices map[string]bool           // id -> healthy
-	taken   map[string]types.UID      // id -> pod holding it
-	pods    map[types.UID]*runningPod // admitted pods
-	queue   chan *corev1.Pod
-	prSrv   *grpc.Server
-}
+	podStore        cache.Store                      // the informer's pods of this node
+	queue           workqueue.TypedInterface[string] // keys (namespace/name) of pods to sync
+	capacityChanged chan struct{}                    // ListAndWatch brought a new device list
+	wg              sync.WaitGroup                   // the worker, the capacity reporter, awaitJobs, the jobs' reapers
+	ended           chan struct{}                    // closed when wait may return
 
-// runningPod is a pod the kubelet admitted.
-type runningPod struct {
-	pod     *corev1.Pod
-	devices map[string][]string // container -> device ids
-	procs   []*exec.Cmd
-	stopped bool
+	mu       sync.Mutex
+	closing  bool // run's context ended: no pod is admitted and no job starts
+	srv      dpserver.Server
+	prSrv    *grpc.Server
+	plugin   dpserver.DevicePlugin
+	resource string                    // the plugin's resource name
+	devices  map[string]bool           // id -> healthy
+	taken    map[string]types.UID      // id -> pod holding it
+	pods     map[types.UID]*runningPod // admitted pods
 }
 
 var (
@@ -89,27 +87,48 @@ func (k *kubelet) PluginDisconnected(_ klog.Logger, resource string) {
 	k.plugin = nil
 }
 
-// PluginListAndWatchReceiver keeps the device list and the node's gpu-mem
-// capacity (all devices) and allocatable (healthy ones), as the kubelet's
-// device manager does.
+// PluginListAndWatchReceiver keeps the device list; reportCapacity then
+// writes the node's capacity from it, so that the plugin's stream never
+// waits on the API server.
 func (k *kubelet) PluginListAndWatchReceiver(_ klog.Logger, resource string, resp *api.ListAndWatchResponse) {
 	k.mu.Lock()
+	k.resource = resource
 	k.devices = map[string]bool{}
-	healthy := 0
 	for _, d := range resp.Devices {
 		k.devices[d.ID] = d.Health == api.Healthy
-		if d.Health == api.Healthy {
-			healthy++
-		}
 	}
-	total := len(resp.Devices)
 	k.mu.Unlock()
-	patch, _ := json.Marshal(map[string]any{"status": map[string]any{
-		"capacity":    map[string]string{resource: strconv.Itoa(total)},
-		"allocatable": map[string]string{resource: strconv.Itoa(healthy)},
-	}})
-	if _, err := k.client.CoreV1().Nodes().Patch(k.ctx, k.node, types.MergePatchType, patch, metav1.PatchOptions{}, "status"); err != nil && k.ctx.Err() == nil {
-		k.log.Error(err, "Updating the node's GPU capacity")
+	select {
+	case k.capacityChanged <- struct{}{}:
+	default: // a report is pending: it reads the newest list
+	}
+}
+
+// reportCapacity writes the node's capacity (all devices) and allocatable
+// (healthy ones) each time the device list changed, as the kubelet's
+// device manager does, until ctx ends.
+func (k *kubelet) reportCapacity(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-k.capacityChanged:
+		}
+		k.mu.Lock()
+		resource, total, healthy := k.resource, len(k.devices), 0
+		for _, ok := range k.devices {
+			if ok {
+				healthy++
+			}
+		}
+		k.mu.Unlock()
+		patch, _ := json.Marshal(map[string]any{"status": map[string]any{
+			"capacity":    map[string]string{resource: strconv.Itoa(total)},
+			"allocatable": map[string]string{resource: strconv.Itoa(healthy)},
+		}})
+		if _, err := k.client.CoreV1().Nodes().Patch(ctx, k.node, types.MergePatchType, patch, metav1.PatchOptions{}, "status"); err != nil && ctx.Err() == nil {
+			k.log.Error(err, "Updating the node's GPU capacity")
+		}
 	}
 }
 
@@ -184,12 +203,39 @@ func (k *kubelet) restart() error {
 	}
 }
 
-// run serves until ctx ends: registration, PodResources, and the pods of
-// the node.
+// run starts the registration and PodResources servers and the pods'
+// worker, and returns; they serve until ctx ends, then shutdown ends them
+// (see wait).
 func (k *kubelet) run(ctx context.Context, informer cache.SharedIndexInformer) error {
-	k.ctx = ctx
 	k.devices, k.taken, k.pods = map[string]bool{}, map[string]types.UID{}, map[types.UID]*runningPod{}
-	k.queue = make(chan *corev1.Pod, 1024)
+	k.podStore = informer.GetStore()
+	k.queue = workqueue.NewTyped[string]()
+	k.capacityChanged = make(chan struct{}, 1)
+	k.ended = make(chan struct{})
+	if err := k.startServers(informer); err != nil {
+		k.queue.ShutDown()
+		k.stopServers()
+		return err
+	}
+	k.wg.Add(2)
+	go func() {
+		defer k.wg.Done()
+		k.work(ctx)
+	}()
+	go func() {
+		defer k.wg.Done()
+		k.reportCapacity(ctx)
+	}()
+	go func() {
+		<-ctx.Done()
+		k.shutdown()
+	}()
+	return nil
+}
+
+// startServers starts the registration and PodResources servers, and
+// subscribes to the informer.
+func (k *kubelet) startServers(informer cache.SharedIndexInformer) error {
 	if err := os.MkdirAll(k.pluginDir, 0o755); err != nil {
 		return err
 	}
@@ -199,321 +245,148 @@ func (k *kubelet) run(ctx context.Context, informer cache.SharedIndexInformer) e
 	if err := k.servePodResources(); err != nil {
 		return err
 	}
-	_, err := informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc:    func(obj any) { k.observe(obj.(*corev1.Pod)) },
-		UpdateFunc: func(_, obj any) { k.observe(obj.(*corev1.Pod)) },
-		DeleteFunc: func(obj any) {
-			if pod, ok := obj.(*corev1.Pod); ok {
-				k.stopPod(pod.UID)
-			}
-		},
-	})
-	if err != nil {
-		return err
+	_, err := informer.AddEventHandler(k.handler())
+	return err
+}
+
+// handler is what the kubelet subscribes to the informer: every event,
+// a deletion's tombstone (cache.DeletedFinalStateUnknown) included, queues
+// the pod's key and returns at once.
+func (k *kubelet) handler() cache.ResourceEventHandler {
+	return cache.ResourceEventHandlerFuncs{
+		AddFunc:    k.enqueue,
+		UpdateFunc: func(_, obj any) { k.enqueue(obj) },
+		DeleteFunc: k.enqueue,
 	}
-	go func() {
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case pod := <-k.queue:
-				k.admit(pod)
-			}
+}
+
+func (k *kubelet) enqueue(obj any) {
+	key, err := cache.DeletionHandlingMetaNamespaceKeyFunc(obj)
+	if err != nil {
+		k.log.Error(err, "A pod event without a key")
+		return
+	}
+	k.queue.Add(key) // never blocks; after shutdown, adds nothing
+}
+
+// work syncs the queued keys, one at a time, until the queue shuts down.
+func (k *kubelet) work(ctx context.Context) {
+	for {
+		key, shut := k.queue.Get()
+		if shut {
+			return
 		}
-	}()
-	go func() {
-		<-ctx.Done()
-		k.mu.Lock()
-		srv := k.srv
-		uids := make([]types.UID, 0, len(k.pods))
-		for uid := range k.pods {
-			uids = append(uids, uid)
+		if ctx.Err() == nil {
+			k.sync(ctx, key)
 		}
-		k.mu.Unlock()
-		for _, uid := range uids {
+		k.queue.Done(key)
+	}
+}
+
+// sync makes what the kubelet runs under a pod's key (namespace/name)
+// agree with the pod the informer holds for it:
+//   - a pod it runs that is no longer there (deleted, or replaced by a pod
+//     of the same name) is stopped and forgotten;
+//   - a pod being deleted is stopped, and its deletion finished;
+//   - a pending pod new to the kubelet is admitted.
+//
+// Anything else (a pod running or ended) needs nothing.
+func (k *kubelet) sync(ctx context.Context, key string) {
+	var pod *corev1.Pod
+	if obj, exists, err := k.podStore.GetByKey(key); err == nil && exists {
+		pod = obj.(*corev1.Pod)
+	}
+	for _, uid := range k.podsNamed(key) {
+		if pod == nil || uid != pod.UID {
 			k.stopPod(uid)
+			k.forget(uid)
 		}
-		_ = srv.Stop(k.log)
-		k.prSrv.Stop()
-	}()
-	return nil
-}
-
-// observe queues new pods and finishes deleting ones being deleted.
-func (k *kubelet) observe(pod *corev1.Pod) {
-	if pod.DeletionTimestamp != nil {
+	}
+	switch {
+	case pod == nil:
+	case pod.DeletionTimestamp != nil:
 		k.stopPod(pod.UID)
-		zero := int64(0)
-		err := k.client.CoreV1().Pods(pod.Namespace).Delete(k.ctx, pod.Name, metav1.DeleteOptions{GracePeriodSeconds: &zero, Preconditions: &metav1.Preconditions{UID: &pod.UID}})
-		if err != nil && k.ctx.Err() == nil {
-			k.log.V(2).Info("Finishing a pod's deletion", "pod", klog.KObj(pod), "err", err)
-		}
-		return
-	}
-	if pod.Status.Phase != corev1.PodPending && pod.Status.Phase != "" {
-		return
-	}
-	k.mu.Lock()
-	_, seen := k.pods[pod.UID]
-	if !seen {
-		k.pods[pod.UID] = &runningPod{pod: pod, devices: map[string][]string{}}
-	}
-	k.mu.Unlock()
-	if !seen {
-		k.queue <- pod
+		k.finishDeletion(ctx, pod)
+	case pod.Status.Phase == corev1.PodPending || pod.Status.Phase == "":
+		k.admit(ctx, pod)
 	}
 }
 
-// containerID is the simulated runtime's id of a container.
-func containerID(pod *corev1.Pod, name string) string {
-	h := sha256.Sum256([]byte(string(pod.UID) + "/" + name))
-	return hex.EncodeToString(h[:])
-}
-
-// admit allocates the pod's GPU containers and starts its jobs.
-func (k *kubelet) admit(pod *corev1.Pod) {
-	log := k.log.WithValues("pod", klog.KObj(pod))
-	envs := map[string]map[string]string{}
-	for _, c := range pod.Spec.Containers {
-		q := c.Resources.Limits[contract.ResourceGPUMem]
-		if q.Value() <= 0 {
-			continue
-		}
-		env, err := k.allocate(pod, c.Name, int(q.Value()))
-		if err != nil {
-			log.Info("Admission failed", "container", c.Name, "err", err)
-			k.finish(pod, corev1.PodFailed, "UnexpectedAdmissionError", fmt.Sprintf("Allocate failed for container %s: %v", c.Name, err))
-			k.release(pod.UID)
-			return
-		}
-		envs[c.Name] = env
-	}
-	now := metav1.Now()
-	status := pod.Status.DeepCopy()
-	status.Phase = corev1.PodRunning
-	status.StartTime = &now
-	status.ContainerStatuses = nil
-	for _, c := range pod.Spec.Containers {
-		status.ContainerStatuses = append(status.ContainerStatuses, corev1.ContainerStatus{
-			Name: c.Name, Image: c.Image, ImageID: c.Image, ContainerID: "sim://" + containerID(pod, c.Name), Ready: true, Started: ptr(true),
-			State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{StartedAt: now}},
-		})
-	}
-	status.Conditions = []corev1.PodCondition{
-		{Type: corev1.PodReady, Status: corev1.ConditionTrue, LastTransitionTime: now},
-		{Type: corev1.ContainersReady, Status: corev1.ConditionTrue, LastTransitionTime: now},
-	}
-	if err := k.updateStatus(pod, status); err != nil {
-		log.Error(err, "Reporting the pod running")
-		return
-	}
-	var wg sync.WaitGroup
-	var failures []string
-	var fmu sync.Mutex
-	fail := func(container string, err error, logPath string) {
-		msg := fmt.Sprintf("container %s: %v", container, err)
-		if tail := lastLines(logPath, 3); tail != "" {
-			msg += ": " + tail
-		}
-		log.Info("Simulated job failed", "container", container, "err", err, "log", logPath)
-		fmu.Lock()
-		failures = append(failures, msg)
-		fmu.Unlock()
-	}
-	for _, c := range pod.Spec.Containers {
-		env, ok := envs[c.Name]
-		if !ok {
-			continue
-		}
-		cmd := exec.Command(k.train, c.Args...)
-		cmd.Env = append(os.Environ(), job.EnvMockState+"="+k.state)
-		for key, v := range env {
-			cmd.Env = append(cmd.Env, key+"="+v)
-		}
-		// The job's output is kept, as a runtime keeps container logs.
-		logPath := filepath.Join(k.logDir, pod.Namespace+"_"+pod.Name+"_"+c.Name+".log")
-		out, err := os.Create(logPath)
-		if err != nil {
-			fail(c.Name, err, "")
-			continue
-		}
-		cmd.Stdout, cmd.Stderr = out, out
-		if err := cmd.Start(); err != nil {
-			out.Close()
-			fail(c.Name, err, "")
-			continue
-		}
-		k.writeCgroup(cmd.Process.Pid, pod, c.Name)
-		k.mu.Lock()
-		if rp := k.pods[pod.UID]; rp != nil {
-			rp.procs = append(rp.procs, cmd)
-		}
-		k.mu.Unlock()
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			err := cmd.Wait()
-			out.Close()
-			if err != nil {
-				fail(c.Name, err, logPath)
-			}
-			_ = os.RemoveAll(filepath.Join(k.procRoot, strconv.Itoa(cmd.Process.Pid)))
-		}()
-	}
-	if len(envs) == 0 {
-		return // no GPU container: runs until deleted
-	}
-	go func() {
-		wg.Wait()
-		k.mu.Lock()
-		rp := k.pods[pod.UID]
-		stopped := rp == nil || rp.stopped
-		k.mu.Unlock()
-		if stopped {
-			return
-		}
-		phase, reason, message := corev1.PodSucceeded, "", ""
-		if len(failures) > 0 {
-			phase, reason, message = corev1.PodFailed, "Error", strings.Join(failures, "; ")
-		}
-		k.finish(pod, phase, reason, message)
-		k.release(pod.UID)
-	}()
-}
-
-// allocate asks the plugin, as the kubelet's device manager does, for a
-// preferred set among the free healthy devices, then allocates it.
-func (k *kubelet) allocate(pod *corev1.Pod, container string, n int) (map[string]string, error) {
-	k.mu.Lock()
-	plugin := k.plugin
-	var free []string
-	for id, healthy := range k.devices {
-		if _, taken := k.taken[id]; healthy && !taken {
-			free = append(free, id)
-		}
-	}
-	k.mu.Unlock()
-	if plugin == nil {
-		return nil, errors.New("no device plugin registered for " + string(contract.ResourceGPUMem))
-	}
-	if len(free) < n {
-		return nil, fmt.Errorf("requested %d %s, only %d free", n, contract.ResourceGPUMem, len(free))
-	}
-	sort.Strings(free)
-	ctx, cancel := context.WithTimeout(k.ctx, 30*time.Second)
-	defer cancel()
-	ids := free[:n]
-	pref, err := plugin.API().GetPreferredAllocation(ctx, &api.PreferredAllocationRequest{ContainerRequests: []*api.ContainerPreferredAllocationRequest{
-		{AvailableDeviceIDs: free, AllocationSize: int32(n)},
-	}})
-	if err == nil && len(pref.ContainerResponses) == 1 && len(pref.ContainerResponses[0].DeviceIDs) == n {
-		ids = pref.ContainerResponses[0].DeviceIDs
-	} else {
-		k.log.Info("No preferred allocation: the kubelet chooses", "pod", klog.KObj(pod), "container", container, "size", n, "err", err)
-	}
-	resp, err := plugin.API().Allocate(ctx, &api.AllocateRequest{ContainerRequests: []*api.ContainerAllocateRequest{{DevicesIds: ids}}})
-	if err != nil {
-		return nil, err
-	}
-	k.log.V(2).Info("Allocated", "pod", klog.KObj(pod), "container", container, "size", n, "env", resp.ContainerResponses[0].Envs[contract.EnvIndex])
-	k.mu.Lock()
-	for _, id := range ids {
-		k.taken[id] = pod.UID
-	}
-	if rp := k.pods[pod.UID]; rp != nil {
-		rp.devices[container] = ids
-	}
-	k.mu.Unlock()
-	return resp.ContainerResponses[0].Envs, nil
-}
-
-// writeCgroup records the job's cgroup under the fake /proc, as the
-// runtime would place it: kubepods/pod<uid>/<container id>.
-func (k *kubelet) writeCgroup(pid int, pod *corev1.Pod, container string) {
-	dir := filepath.Join(k.procRoot, strconv.Itoa(pid))
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return
-	}
-	line := fmt.Sprintf("0::/kubepods/besteffort/pod%s/%s\n", pod.UID, containerID(pod, container))
-	_ = os.WriteFile(filepath.Join(dir, "cgroup"), []byte(line), 0o644)
-}
-
-// finish reports the pod's end.
-func (k *kubelet) finish(pod *corev1.Pod, phase corev1.PodPhase, reason, message string) {
-	cur, err := k.client.CoreV1().Pods(pod.Namespace).Get(k.ctx, pod.Name, metav1.GetOptions{})
-	if err != nil || cur.UID != pod.UID {
-		return
-	}
-	status := cur.Status.DeepCopy()
-	status.Phase, status.Reason, status.Message = phase, reason, message
-	now := metav1.Now()
-	code := int32(0)
-	if phase == corev1.PodFailed {
-		code = 1
-	}
-	for i := range status.ContainerStatuses {
-		cs := &status.ContainerStatuses[i]
-		cs.Ready = false
-		cs.State = corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: code, FinishedAt: now, ContainerID: cs.ContainerID}}
-	}
-	for i := range status.Conditions {
-		status.Conditions[i].Status = corev1.ConditionFalse
-	}
-	if err := k.updateStatus(cur, status); err != nil && k.ctx.Err() == nil {
-		k.log.Error(err, "Reporting the pod's end", "pod", klog.KObj(pod))
-	}
-}
-
-func (k *kubelet) updateStatus(pod *corev1.Pod, status *corev1.PodStatus) error {
-	for range 5 {
-		cur, err := k.client.CoreV1().Pods(pod.Namespace).Get(k.ctx, pod.Name, metav1.GetOptions{})
-		if err != nil {
-			return err
-		}
-		if cur.UID != pod.UID {
-			return nil
-		}
-		cur.Status = *status
-		if _, err = k.client.CoreV1().Pods(pod.Namespace).UpdateStatus(k.ctx, cur, metav1.UpdateOptions{}); err == nil {
-			return nil
-		}
-	}
-	return fmt.Errorf("updating the status of pod %s: conflicts", klog.KObj(pod))
-}
-
-// release frees the devices of a pod that ended.
-func (k *kubelet) release(uid types.UID) {
+// podsNamed are the UIDs of the admitted pods whose key is key.
+func (k *kubelet) podsNamed(key string) []types.UID {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	for id, owner := range k.taken {
-		if owner == uid {
-			delete(k.taken, id)
+	var uids []types.UID
+	for uid, rp := range k.pods {
+		if cache.MetaObjectToName(rp.pod).String() == key {
+			uids = append(uids, uid)
 		}
 	}
-	if rp := k.pods[uid]; rp != nil {
-		rp.devices = map[string][]string{}
+	return uids
+}
+
+// forget drops a stopped pod that is gone from the API.
+func (k *kubelet) forget(uid types.UID) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	delete(k.pods, uid)
+}
+
+// finishDeletion deletes a pod being deleted at once, its jobs being dead,
+// as the kubelet does once the pod's containers have stopped.
+func (k *kubelet) finishDeletion(ctx context.Context, pod *corev1.Pod) {
+	zero := int64(0)
+	err := k.client.CoreV1().Pods(pod.Namespace).Delete(ctx, pod.Name, metav1.DeleteOptions{GracePeriodSeconds: &zero, Preconditions: &metav1.Preconditions{UID: &pod.UID}})
+	if err != nil && ctx.Err() == nil {
+		k.log.V(2).Info("Finishing a pod's deletion", "pod", klog.KObj(pod), "err", err)
 	}
 }
 
-// stopPod kills a pod's jobs and frees its devices.
-func (k *kubelet) stopPod(uid types.UID) {
+// shutdown ends the kubelet after its context: it shuts the queue (the
+// handlers queue nothing more, the worker ends), closes the door to new
+// jobs and kills every job (killAll), waits for the worker, the reporters
+// and every job's reaping, then stops the servers.
+func (k *kubelet) shutdown() {
+	k.queue.ShutDown()
+	k.killAll()
+	k.wg.Wait()
+	k.stopServers()
+	close(k.ended)
+}
+
+// killAll marks the kubelet closing and every pod stopped, so that no pod
+// is admitted and no job starts from now on (startJob checks under the same
+// lock), and kills the jobs started so far.
+func (k *kubelet) killAll() {
 	k.mu.Lock()
-	rp := k.pods[uid]
-	var procs []*exec.Cmd
-	if rp != nil {
+	k.closing = true
+	var jobs []*jobProcess
+	for _, rp := range k.pods {
 		rp.stopped = true
-		procs = rp.procs
+		jobs = append(jobs, rp.jobs...)
 	}
 	k.mu.Unlock()
-	if rp == nil {
-		return
+	for _, j := range jobs {
+		j.kill()
 	}
-	for _, cmd := range procs {
-		if cmd.Process != nil {
-			_ = cmd.Process.Kill()
-		}
+}
+
+// wait blocks until the kubelet has ended after run's context: every job
+// killed and reaped, every goroutine returned, the servers stopped.
+func (k *kubelet) wait() { <-k.ended }
+
+// stopServers stops the registration and PodResources servers, those that
+// started.
+func (k *kubelet) stopServers() {
+	k.mu.Lock()
+	srv, prSrv := k.srv, k.prSrv
+	k.mu.Unlock()
+	if srv != nil {
+		_ = srv.Stop(k.log)
 	}
-	k.release(uid)
+	if prSrv != nil {
+		prSrv.Stop() // Serve returns
+	}
 }
 
 // servePodResources serves the kubelet's PodResources List.
@@ -523,9 +396,12 @@ func (k *kubelet) servePodResources() error {
 	if err != nil {
 		return err
 	}
-	k.prSrv = grpc.NewServer()
-	podresourcesapi.RegisterPodResourcesListerServer(k.prSrv, &podResourcesServer{k: k})
-	go func() { _ = k.prSrv.Serve(l) }()
+	srv := grpc.NewServer()
+	podresourcesapi.RegisterPodResourcesListerServer(srv, &podResourcesServer{k: k})
+	k.mu.Lock()
+	k.prSrv = srv
+	k.mu.Unlock()
+	go func() { _ = srv.Serve(l) }() // until stopServers
 	return nil
 }
 
@@ -554,19 +430,3 @@ func (s *podResourcesServer) List(context.Context, *podresourcesapi.ListPodResou
 }
 
 func ptr[T any](v T) *T { return &v }
-
-// lastLines is the end of a job's log, its last n lines joined by " | ".
-func lastLines(path string, n int) string {
-	if path == "" {
-		return ""
-	}
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return ""
-	}
-	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, " | ")
-}

@@ -122,6 +122,7 @@ func startNode(ctx context.Context, rc clientFactory, b Binaries, dir string, sp
 	}()
 	go func() {
 		<-ctx.Done()
+		n.kubelet.wait()
 		<-pluginDone
 		<-leaseDone
 		factory.Shutdown()

@@ -100,14 +100,28 @@ func run(n int, trace, dir string, exit, real bool, klogFlags *flag.FlagSet) (er
 	}
 	c, err := cluster.Up(ctx, opts)
 	if err != nil {
+		if ctx.Err() != nil {
+			fmt.Println("\ninterrupted: the cluster is down")
+			return nil
+		}
 		return fmt.Errorf("%w (logs in %s)", err, dir)
 	}
-	defer c.Down()
+	// Ctrl-C (or SIGTERM) ends ctx wherever the demo is: each step below
+	// then returns, and Down stops every process the cluster started, the
+	// simulated nodes' training jobs included, before the demo exits. A
+	// second Ctrl-C meanwhile is ignored, so that the teardown completes.
+	defer func() {
+		c.Down()
+		if ctx.Err() != nil {
+			fmt.Println("the cluster is down")
+		}
+	}()
+	defer context.AfterFunc(ctx, func() { fmt.Println("\ninterrupted: tearing the cluster down...") })()
 	if real {
 		start := time.Now()
 		fmt.Println("\nhelm install gpupack deploy/chart/gpupack --namespace kube-system (images built here, device plugin on simulated cards)...")
 		if _, err := c.Helm(ctx, append([]string{"install", "gpupack", "deploy/chart/gpupack", "--namespace", "kube-system", "--wait", "--timeout", "5m"}, chartValues...)...); err != nil {
-			return err
+			return interrupted(ctx, err)
 		}
 		fmt.Printf("the chart's scheduler and device plugin are Ready (%s)\n", time.Since(start).Round(100*time.Millisecond))
 	}
@@ -116,14 +130,14 @@ func run(n int, trace, dir string, exit, real bool, klogFlags *flag.FlagSet) (er
 	fmt.Printf("\nsubmitting %d training pods (schedulerName: %s)...\n", len(shares), cluster.SchedulerName)
 	for i, s := range shares {
 		if _, err := c.Client.CoreV1().Pods("default").Create(ctx, pod(i, s), metav1.CreateOptions{}); err != nil {
-			return err
+			return interrupted(ctx, err)
 		}
 	}
 	deadline := time.Now().Add(2 * time.Minute)
 	for time.Now().Before(deadline) {
 		list, err := c.Client.CoreV1().Pods("default").List(ctx, metav1.ListOptions{})
 		if err != nil {
-			return err
+			return interrupted(ctx, err)
 		}
 		settled := 0
 		for _, p := range list.Items {
@@ -131,14 +145,15 @@ func run(n int, trace, dir string, exit, real bool, klogFlags *flag.FlagSet) (er
 				settled++
 			}
 		}
-		if settled == len(list.Items) {
+		if settled == len(list.Items) || !sleep(ctx, time.Second) {
 			break
 		}
-		time.Sleep(time.Second)
 	}
-	time.Sleep(10 * time.Second) // let the jobs load and warm up
+	if !sleep(ctx, 10*time.Second) { // let the jobs load and warm up
+		return nil
+	}
 	if err := printCluster(ctx, c); err != nil {
-		return err
+		return interrupted(ctx, err)
 	}
 	fmt.Printf("\nkubeconfig: %s\n  kubectl --kubeconfig %s get pods -A -o wide\n  %s --kubeconfig %s -d\n", c.Kubeconfig, c.Kubeconfig, c.InspectBinary(), c.Kubeconfig)
 	if exit {
@@ -147,6 +162,27 @@ func run(n int, trace, dir string, exit, real bool, klogFlags *flag.FlagSet) (er
 	fmt.Println("\nthe cluster stays up; Ctrl-C tears it down")
 	<-ctx.Done()
 	return nil
+}
+
+// interrupted is err, or nil when ctx ended (Ctrl-C): the demo then ends
+// as it should, by tearing the cluster down.
+func interrupted(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return nil
+	}
+	return err
+}
+
+// sleep waits for d, or less when ctx ends first: false then.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
 }
 
 // share is one pod's ask: GiB on one card, or whole cards.
