@@ -61,6 +61,8 @@ func reasonLabel(u *policy.Unfit) string {
 		return "cpu"
 	case policy.UnfitMemory:
 		return "memory"
+	case policy.UnfitSearchBudget:
+		return "search_budget"
 	}
 	return "other"
 }

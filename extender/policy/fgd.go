@@ -62,10 +62,14 @@ type Workload struct {
 	// modelIndex numbers those models.
 	capacity   map[string]int64
 	modelIndex map[string]int
-	// The GPU shapes grouped for the fill policy, made at first use.
+	// The GPU shapes grouped for the fill policy, made at first use, and
+	// unfillable's sums over them: gpuWeight Σ w_s, fillWeight Σ σ_s·w_s,
+	// fillAlpha α = (1-fillBest)·fillWeight/gpuWeight.
 	groupsOnce sync.Once
 	groups     []fillGroup
 	gpuWeight  float64
+	fillWeight float64
+	fillAlpha  float64
 }
 
 // index fills the groups of w.

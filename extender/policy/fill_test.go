@@ -2,9 +2,18 @@ package policy
 
 import (
 	"math"
+	"math/rand"
 	"testing"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/gpupack/gpupack/contract"
 )
 
+// TestUnfillable pins unfillable's formula (its doc comment), with I the
+// idle GPU, ℓ what a shape leaves, A the average, B the best and σ̄ the mean
+// scarcity: unfillable = (α·A + 0.7·B) / (α + 0.7), α = 0.3·σ̄; without
+// model limits σ̄ = 1 and unfillable = 0.3·A + 0.7·B.
 func TestUnfillable(t *testing.T) {
 	share300 := Shape{Share: 300, Cards: 1, CPUMilli: 4000}
 	whole := Shape{Cards: 1, CPUMilli: 1000}
@@ -16,39 +25,62 @@ func TestUnfillable(t *testing.T) {
 		cards  map[string]int64
 		want   float64
 	}{{
-		// 300s: 3 per card, 6 by cards; CPU 10000/4000 = 2 pods: 600 used of 2000 idle.
+		// I = 2000. 300s: 3 per card, 6 by cards; CPU 10000/4000 = 2 pods:
+		// ℓ = 2000-600 = 1400 = A = B.
 		name: "CPU bounds the pods", node: milliNode(10000, 0, 0),
 		counts: map[Shape]int64{share300: 1}, want: 1400,
 	}, {
-		// 300s: card 0 (400 free) takes 1, card 1 takes 3: 4 pods, 1200 of 1400; CPU allows 25.
+		// I = 2000 and no CPU free, but a shape that asks no CPU is bounded
+		// by the cards alone: 2 whole cards, ℓ = 0.
+		name: "a shape that asks no CPU has no CPU bound", node: milliNode(0, 0, 0),
+		counts: map[Shape]int64{{Cards: 1}: 1}, want: 0,
+	}, {
+		// I = 400+1000 = 1400. 300s: card 0 takes 1, card 1 takes 3: 4 pods,
+		// ℓ = 1400-1200 = 200; CPU allows 25.
 		name: "room per card bounds the pods", node: milliNode(100000, 600, 0),
 		counts: map[Shape]int64{share300: 1}, want: 200,
 	}, {
-		// whole cards: only card 1 is free: 1000 used of 1400 idle -> 400 (weight 1/2);
-		// 300s as above: 200 (weight 1/2). Average (400+200)/2 = 300, best 200:
-		// 0.3*300 + 0.7*200 = 230.
+		// I = 1400. Whole cards: only card 1 is unused: ℓ = 1400-1000 = 400
+		// (weight 1/2); 300s as above: ℓ = 200 (weight 1/2).
+		// A = (400+200)/2 = 300, B = 200: 0.3·300 + 0.7·200 = 230.
 		name: "shapes weighted by frequency, blended with the best", node: milliNode(100000, 600, 0),
 		counts: map[Shape]int64{share300: 1, whole: 1}, want: 230,
 	}, {
-		// A T4-only whole-card shape on a G2 node: no card it may use, all 2000 idle.
-		// With T4 2 of 10 cards, it weighs 10/2 = 5 times: (5*2000 + 1*0) / (1+1) = 5000;
-		// the whole-card shape fills the node (best 0): 0.3*5000 = 1500.
+		// I = 2000. A T4-only whole-card shape on a G2 node: no card it may
+		// use, ℓ = 2000; with T4 2 of 10 cards, σ = 10/2 = 5. The other
+		// shape fills the node: ℓ = 0, σ = 1. Weights 1/2 each:
+		// A = (5·½·2000 + 1·½·0) / (5·½ + 1·½) = 5000/3 = 1666.67, B = 0;
+		// σ̄ = 3/1, α = 0.9: (0.9·1666.67 + 0.7·0) / 1.6 = 937.5.
 		name: "a shape limited to a scarce model weighs more", node: milliNode(100000, 0, 0),
-		counts: map[Shape]int64{t4whole: 1, whole: 1}, cards: map[string]int64{"T4": 2, "G2": 8}, want: 1500,
+		counts: map[Shape]int64{t4whole: 1, whole: 1}, cards: map[string]int64{"T4": 2, "G2": 8}, want: 937.5,
 	}, {
-		// A rare shape (under 1% of the pods) counts in the average: 300s leave
-		// 200 (weight 199/200), whole cards 400 (1/200). Average
-		// (199*200 + 400)/200 = 201, best 200:
-		// 0.3*201 + 0.7*200 = 200.3.
+		// I = 2000, and the only shape (T4 only, σ = 5) can use none of it:
+		// A = 5·1·2000 / (5·1) = 2000, B = 2000, α = 0.3·5 = 1.5:
+		// (1.5·2000 + 0.7·2000) / 2.2 = 2000, the whole idle GPU, no more.
+		name: "never more than the idle GPU", node: milliNode(100000, 0, 0),
+		counts: map[Shape]int64{t4whole: 1}, cards: map[string]int64{"T4": 2, "G2": 8}, want: 2000,
+	}, {
+		// I = 1400. A rare shape (under 1% of the pods) counts in A: 300s
+		// leave 200 (weight 199/200), whole cards 400 (1/200).
+		// A = (199·200 + 400)/200 = 201, B = 200: 0.3·201 + 0.7·200 = 200.3.
 		name: "a rare shape counts in the average", node: milliNode(100000, 600, 0),
 		counts: map[Shape]int64{share300: 199, whole: 1}, want: 200.3,
 	}, {
-		// A rare shape that would fill the node whole does not zero the best:
-		// whole cards (1/200) leave 0 of two free cards, 300s (199/200) 200 each
-		// (3 per card: 1800 of 2000). Average 199*200/200 = 199, best 200:
-		// 0.3*199 + 0.7*200 = 199.7.
+		// I = 2000. A rare shape that would fill the node whole is not in
+		// B: whole cards (1/200) leave 0, 300s (199/200) 200 (3 per card:
+		// 1800 of 2000). A = 199·200/200 = 199, B = 200:
+		// 0.3·199 + 0.7·200 = 199.7.
 		name: "a rare shape that fills the node does not count", node: milliNode(100000, 0, 0),
 		counts: map[Shape]int64{share300: 199, whole: 1}, want: 199.7,
+	}, {
+		// I = 1400. Two 300-shapes that the CPU does not limit (1000m and
+		// 2000m: 4 pods need 8000m of 100000m), 3/400 of the pods each,
+		// leave the same ℓ = 200: together 6/400 ≥ 1%, so common. Whole
+		// cards (394/400) leave 400. A = (6·200 + 394·400)/400 = 397,
+		// B = 200: 0.3·397 + 0.7·200 = 259.1.
+		name: "shapes the CPU does not limit are common together", node: milliNode(100000, 600, 0),
+		counts: map[Shape]int64{{Share: 300, Cards: 1, CPUMilli: 1000}: 3, {Share: 300, Cards: 1, CPUMilli: 2000}: 3, whole: 394},
+		want:   259.1,
 	}}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -56,6 +88,68 @@ func TestUnfillable(t *testing.T) {
 			w.SetCapacity(tt.cards)
 			if got := unfillable(tt.node, w, -1, 0); math.Abs(got-tt.want) > 1e-9 {
 				t.Errorf("unfillable = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+// TestUnfillableBounded checks on random nodes and workloads that the
+// unfillable GPU is never negative and never more than the idle GPU.
+func TestUnfillableBounded(t *testing.T) {
+	rng := rand.New(rand.NewSource(11))
+	for trial := range 2000 {
+		n, w, pos, extra := randomCase(rng)
+		idle := float64(idleWith(n, pos, extra))
+		if got := unfillable(n, w, pos, extra); got < 0 || got > idle*(1+1e-12) {
+			t.Fatalf("trial %d: unfillable %v, idle GPU %v\nnode %+v\nshapes %+v", trial, got, idle, n, w.Shapes)
+		}
+	}
+}
+
+// TestFillScore pins the score: (K·ΔU + 0.5·ΔF - 1e-4·I after) / 1000,
+// with U unfillable, K = α + 0.7 and F FGD's fragmentation, for a 500 share
+// on a node of two empty G2 cards of 1000 (it goes to card 0; I after:
+// 1500).
+func TestFillScore(t *testing.T) {
+	t4whole := Shape{Cards: 1, Models: "T4"}
+	whole := Shape{Cards: 1, CPUMilli: 1000}
+	tests := []struct {
+		name   string
+		counts map[Shape]int64
+		cards  map[string]int64
+		want   float64
+	}{{
+		// Whole cards only, K = 1. U: before 0 (two whole cards), after
+		// ℓ = 1500-1000 = 500 = A = B, so 500. F: before 0, after card 0's
+		// 500 cannot take a whole card: 500.
+		// (1·(0-500) + 0.5·(0-500) - 0.15) / 1000 = -0.75015.
+		name:   "no model limits",
+		counts: map[Shape]int64{whole: 1}, want: -0.75015,
+	}, {
+		// Half the pods T4-only (σ = 5, no T4 here), half whole cards: σ̄ = 3,
+		// α = 0.9, K = 1.6. U before: A = 1666.67, B = 0, 937.5 (TestUnfillable).
+		// After: A = (5·½·1500 + ½·500)/3 = 1333.33, B = 500:
+		// (0.9·1333.33 + 0.7·500)/1.6 = 968.75. K·ΔU = 1.6·(937.5-968.75) = -50
+		// (= 0.9·ΔA + 0.7·ΔB = 300 - 350). F (no scarcity): before
+		// ½·2000 + ½·0 = 1000, after ½·1500 + ½·500 = 1000.
+		// (-50 + 0.5·0 - 0.15) / 1000 = -0.05015.
+		name:   "a scarce-model shape counts its loss σ times",
+		counts: map[Shape]int64{t4whole: 1, whole: 1}, cards: map[string]int64{"T4": 2, "G2": 8}, want: -0.05015,
+	}}
+	p, _ := Get(Fill)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			w := NewWorkload(tt.counts, 1)
+			w.SetCapacity(tt.cards)
+			d, u := Place(milliNode(100000, 0, 0), reqOf(share(500)), p, w)
+			if u != nil {
+				t.Fatal(u.Message(contract.GiB))
+			}
+			if diff := cmp.Diff(contract.Allocation{0: {0: 500}}, d.Allocation()); diff != "" {
+				t.Errorf("allocation (-want +got):\n%s", diff)
+			}
+			if math.Abs(d.Score-tt.want) > 1e-12 {
+				t.Errorf("score = %v, want %v", d.Score, tt.want)
 			}
 		})
 	}

@@ -11,7 +11,10 @@ import (
 )
 
 // searchBudget bounds the backtracking of Place: the number of card choices
-// it tries before it settles for what it found (real pods need a handful).
+// it tries before it gives up and says so (UnfitSearchBudget). Real pods need
+// a handful; a pod of many containers that cannot fit together can need
+// more, and then its reason says that the search ran out, not that it
+// cannot fit.
 const searchBudget = 4096
 
 // Decision is a placement of a pod on a node, with the policy's raw score.
@@ -72,6 +75,10 @@ const (
 	// UnfitCPU / UnfitMemory: CPU or memory short (known resources only).
 	UnfitCPU
 	UnfitMemory
+	// UnfitSearchBudget: each container fits alone, and the search for a
+	// way to place them all ended after searchBudget card choices without
+	// one. Unlike UnfitTogether, it does not say that none exists.
+	UnfitSearchBudget
 )
 
 // Unfit explains why a pod does not fit a node, in numbers.
@@ -112,14 +119,28 @@ func (u *Unfit) Message(unit contract.Unit) string {
 		return fmt.Sprintf("node has %dm CPU free, pod needs %dm", u.Have, u.Need)
 	case UnfitMemory:
 		return fmt.Sprintf("node has %d MiB memory free, pod needs %d MiB", u.Have, u.Need)
+	case UnfitSearchBudget:
+		return fmt.Sprintf("each GPU container fits alone; the search for a way to place them all together stopped after %d card choices without one (pod needs %d %s in all, node has %d %s free): one may exist, and fewer GPU containers are searched in fewer choices", searchBudget, u.Need, unit, u.Have, unit)
 	}
 	return "does not fit"
 }
 
-// Place finds where the pod goes on the node under policy p: the cards the
-// policy's CardCost prefers, searched with backtracking so that a pod that
-// fits in some way is never rejected. It returns the decision with
-// p.NodeScore, or why the pod does not fit.
+// Place finds where the pod goes on the node under policy p, and returns
+// the decision with p.NodeScore, or why the pod does not fit.
+//
+// The rule: the containers are placed hardest first (whole cards, then the
+// largest per-card share, then the most cards), each a card at a time. A
+// share may go to the cards nextShare allows (not already the container's,
+// healthy, an allowed model, with room, one of each set of alike cards),
+// tried cheapest first (cheaper: the policy's CardCost, then the best fit,
+// then the lower position); a dead end backtracks to the next card. The
+// first complete placement wins. So a pod that fits in some way is found,
+// unless the search runs out of its budget (searchBudget card choices):
+// its reason is then UnfitSearchBudget, where UnfitTogether says that no
+// way exists. The common pod, one container on one card, takes placeOne's
+// fast path: the same rule, without copying the node. Why a pod does not
+// fit is found cheapest first: CPU and memory, no cards, each container
+// alone (aloneUnfit, the precise reason), then all together.
 func Place(n *Node, r *Request, p *Policy, w *Workload) (Decision, *Unfit) {
 	if d, ok := placeOne(n, r, p, w); ok {
 		return d, nil
@@ -137,9 +158,9 @@ func Place(n *Node, r *Request, p *Policy, w *Workload) (Decision, *Unfit) {
 }
 
 // placeOne is Place for the common pod: one container on one card. It
-// makes the choice search would make first (cheapest card, then best fit,
-// then lowest position) without copying the node; ok is false when the pod
-// is not of that kind or fits no card, and search then says why.
+// makes the choice search would make first, by the same rule (nextShare,
+// then cheaper), without copying the node; ok is false when the pod is not
+// of that kind or fits no card, and search then says why.
 func placeOne(n *Node, r *Request, p *Policy, w *Workload) (Decision, bool) {
 	if len(r.Containers) != 1 || r.Containers[0].Cards() != 1 {
 		return Decision{}, false
@@ -151,22 +172,18 @@ func placeOne(n *Node, r *Request, p *Policy, w *Workload) (Decision, bool) {
 	best, bestShare := -1, int64(0)
 	var bestCost float64
 	var bestFree int64
-	// Cards alike cost alike: the first of them is rated.
 	var rated [16]*Card
 	seen := rated[:0]
 	whole, perCard := c.Whole(), c.PerCard()
 	for i := range n.Cards {
 		card := &n.Cards[i]
-		if !r.eligible(card) || alikeSeen(seen, card) {
-			continue
-		}
-		seen = append(seen, card)
-		share, ok := shareOn(card, whole, perCard)
+		share, ok := nextShare(r, card, false, whole, perCard, seen)
 		if !ok {
 			continue
 		}
+		seen = append(seen, card)
 		cost, free := p.CardCost(n, i, share, r, w), card.Free()-share
-		if best < 0 || cost < bestCost || (cost == bestCost && free < bestFree) {
+		if best < 0 || cheaper(cost, free, bestCost, bestFree) {
 			best, bestShare, bestCost, bestFree = i, share, cost, free
 		}
 	}
@@ -176,6 +193,34 @@ func placeOne(n *Node, r *Request, p *Policy, w *Workload) (Decision, bool) {
 	d := Decision{Node: n.Name, Score: scoreAfter(n, best, bestShare, r, p, w)}
 	d.one.container, d.one.card, d.one.units = c.Index, n.Cards[best].Index, bestShare
 	return d, true
+}
+
+// nextShare is what a container's next share would take on card, and
+// whether the card is one to try for it. The checks, in order: the card is
+// not one the container already took (taken), it is healthy and of a model
+// the pod allows, it has room (for whole cards: it is unused, and the share
+// is its size; else its per-card share is free), and no card alike to it is
+// in seen (cards of the same model, size and use are interchangeable: the
+// first is tried for all). The caller adds a card it tries to seen.
+func nextShare(r *Request, card *Card, taken, whole bool, perCard int64, seen []*Card) (int64, bool) {
+	if taken || !r.eligible(card) {
+		return 0, false
+	}
+	share, ok := shareOn(card, whole, perCard)
+	if !ok || alikeSeen(seen, card) {
+		return 0, false
+	}
+	return share, true
+}
+
+// cheaper orders the cards to try for a share: the lower CardCost first,
+// then the card left with less free memory (best fit); the caller gives a
+// tie to the lower position (the cards' order).
+func cheaper(cost float64, freeAfter int64, thanCost float64, thanFreeAfter int64) bool {
+	if cost != thanCost {
+		return cost < thanCost
+	}
+	return freeAfter < thanFreeAfter
 }
 
 // shareOn is what a container would take on card, and whether it has room:
@@ -200,11 +245,12 @@ func alikeSeen(seen []*Card, card *Card) bool {
 
 // neverFits reports whether the pod would not fit even on the empty,
 // healthy node. One container is judged from the cards' sizes; several are
-// searched on an emptied copy.
+// searched on an emptied copy, and a search that ran out of its budget
+// proves nothing.
 func neverFits(n *Node, r *Request, p *Policy, w *Workload) bool {
 	if len(r.Containers) != 1 {
 		_, u := search(emptied(n), r, p, w)
-		return u != nil
+		return u != nil && u.Kind != UnfitSearchBudget
 	}
 	c := r.Containers[0]
 	big := 0
@@ -229,6 +275,8 @@ func emptied(n *Node) *Node {
 	return e
 }
 
+// search is Place without the fast path (the rule is in Place's comment):
+// the first complete placement, or why there is none.
 func search(n *Node, r *Request, p *Policy, w *Workload) (contract.Allocation, *Unfit) {
 	if n.Resources {
 		if r.CPUMilli > n.CPUFree {
@@ -266,6 +314,9 @@ func search(n *Node, r *Request, p *Policy, w *Workload) (contract.Allocation, *
 	})
 	if s.container(0) {
 		return s.alloc, nil
+	}
+	if s.outOfBudget {
+		return nil, &Unfit{Kind: UnfitSearchBudget, Need: r.shareTotal(), Have: n.Free()}
 	}
 	return nil, &Unfit{Kind: UnfitTogether, Need: r.shareTotal(), Have: n.Free()}
 }
@@ -351,6 +402,9 @@ type searcher struct {
 	order  []contract.ContainerRequest
 	alloc  contract.Allocation
 	budget int
+	// outOfBudget is set when the budget ended the search with card
+	// choices left untried.
+	outOfBudget bool
 	// failed remembers states that cannot be completed, so that the same
 	// cards chosen in another order are not searched again. It is made at
 	// the first dead end: a search that never backtracks does not pay for it.
@@ -403,6 +457,7 @@ func (s *searcher) card(ci int, c contract.ContainerRequest, k int) bool {
 	}
 	for _, i := range s.candidates(c, used) {
 		if s.budget <= 0 {
+			s.outOfBudget = true
 			return false
 		}
 		s.budget--
@@ -419,6 +474,9 @@ func (s *searcher) card(ci int, c contract.ContainerRequest, k int) bool {
 		delete(used, card.Index)
 		card.Used -= share
 	}
+	if s.outOfBudget {
+		return false // not every way from here was tried: not known to fail
+	}
 	if s.failed == nil {
 		s.failed = map[string]bool{}
 	}
@@ -430,8 +488,7 @@ func (s *searcher) card(ci int, c contract.ContainerRequest, k int) bool {
 }
 
 // candidates lists the positions of the cards that can take the next share
-// of c, cheapest first by the policy, lowest index on ties. Cards that are
-// interchangeable (same model, size, use) are tried once.
+// of c (nextShare), cheapest first (cheaper), the lower position on ties.
 func (s *searcher) candidates(c contract.ContainerRequest, used map[int]int64) []int {
 	type cand struct {
 		pos       int
@@ -444,22 +501,16 @@ func (s *searcher) candidates(c contract.ContainerRequest, used map[int]int64) [
 	whole, perCard := c.Whole(), c.PerCard()
 	for i := range s.node.Cards {
 		card := &s.node.Cards[i]
-		if _, taken := used[card.Index]; taken || !s.req.eligible(card) {
-			continue
-		}
-		share, ok := shareOn(card, whole, perCard)
-		if !ok || alikeSeen(seen, card) {
+		_, taken := used[card.Index]
+		share, ok := nextShare(s.req, card, taken, whole, perCard, seen)
+		if !ok {
 			continue
 		}
 		seen = append(seen, card)
 		cands = append(cands, cand{pos: i, cost: s.policy.CardCost(s.node, i, share, s.req, s.w), freeAfter: card.Free() - share})
 	}
-	// Ties go to the best fit, then to the lowest index (the cards' order).
 	sort.SliceStable(cands, func(a, b int) bool {
-		if cands[a].cost != cands[b].cost {
-			return cands[a].cost < cands[b].cost
-		}
-		return cands[a].freeAfter < cands[b].freeAfter
+		return cheaper(cands[a].cost, cands[a].freeAfter, cands[b].cost, cands[b].freeAfter)
 	})
 	out := make([]int, len(cands))
 	for i, c := range cands {

@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"fmt"
 	"math"
 	"math/rand"
 	"strings"
@@ -62,8 +63,8 @@ func TestPlaceCardChoice(t *testing.T) {
 		node: node16(1, 0, 2, 0), req: reqOf(contract.ContainerRequest{Count: 2}),
 		want: contract.Allocation{0: {1: 16, 3: 16}},
 	}, {
-		// hardest first: 12 on card 0 (free 16-12=4 left... cards equal, lowest index),
-		// then 8 does not fit card 0 (4 free) and goes to card 1.
+		// hardest first: 12 before 8. The two empty cards are alike, so 12 goes
+		// to the first, card 0 (16-12=4 left); 8 does not fit 4 and takes card 1.
 		name: "two containers, placed largest first", policy: Binpack,
 		node: node16(0, 0), req: reqOf(share(8), share(12)),
 		want: contract.Allocation{0: {1: 8}, 1: {0: 12}},
@@ -134,10 +135,42 @@ func TestPlaceUnfit(t *testing.T) {
 		node: node16(10, 12), req: reqOf(contract.ContainerRequest{Name: "c0", Mem: 10, Count: 2}),
 		kind: UnfitMultiCard, msg: `container "c0" needs 5 GiB on each of 2 cards; 1 cards have that much free`,
 	}, {
-		// each of 10 and 10 fits one card of 16 free, not both on one: there are two cards, 8 free each.
+		// two cards of 16-8=8 free: each 8 fits a card alone, but a card takes
+		// one (8+8=16 > 8), so three need three cards of the two. Need 3·8=24,
+		// have 8+8=16.
 		name: "containers that fit alone but not together",
 		node: node16(8, 8), req: reqOf(share(8), share(8), share(8)),
 		kind: UnfitTogether, msg: "each GPU container fits alone but not all together: pod needs 24 GiB in all, node has 16 GiB free",
+	}, {
+		// Cards of 10 free, no two alike (sizes 16..24), and containers of 6:
+		// a card takes one (10-6=4 left), so 9 cards cannot take 10. The search
+		// proves it by trying, for each set of j cards the first j containers
+		// took, the 9-j others: Σ_j C(9,j)·(9-j) = 9·2⁸ = 2304 card choices,
+		// within searchBudget (4096). Needs 10·6 = 60, has 9·10 = 90.
+		name: "a search that tries every way says they do not fit together",
+		node: tensFree(9), req: sixes(10),
+		kind: UnfitTogether, msg: "each GPU container fits alone but not all together: pod needs 60 GiB in all, node has 90 GiB free",
+	}, {
+		// The same with 10 cards and 11 containers: 10·2⁹ = 5120 card choices,
+		// more than searchBudget (4096), so the search stops without proof.
+		// Needs 11·6 = 66, has 10·10 = 100.
+		name: "a search that runs out of its budget says so",
+		node: tensFree(10), req: sixes(11),
+		kind: UnfitSearchBudget, msg: "each GPU container fits alone; the search for a way to place them all together stopped after 4096 card choices without one (pod needs 66 GiB in all, node has 100 GiB free): one may exist, and fewer GPU containers are searched in fewer choices",
+	}, {
+		// Ten empty cards of 10, no two alike (models m0..m9), and 11
+		// containers of 6: the same search, out of budget on the node and on
+		// the node emptied, so nothing proves that it never fits.
+		name: "a search out of budget does not call the pod unresolvable",
+		node: func() *Node {
+			n := &Node{Name: "n"}
+			for i := range 10 {
+				n.Cards = append(n.Cards, Card{Index: i, Model: fmt.Sprintf("m%d", i), Total: 10, Healthy: true})
+			}
+			return n
+		}(),
+		req:  sixes(11),
+		kind: UnfitSearchBudget, msg: "each GPU container fits alone; the search for a way to place them all together stopped after 4096 card choices without one (pod needs 66 GiB in all, node has 100 GiB free): one may exist, and fewer GPU containers are searched in fewer choices",
 	}, {
 		name: "unhealthy cards are not used",
 		node: func() *Node { n := node16(0); n.Cards[0].Healthy = false; return n }(), req: reqOf(share(1)),
@@ -164,6 +197,73 @@ func TestPlaceUnfit(t *testing.T) {
 				t.Errorf("got kind %d %q unresolvable=%v, want kind %d %q unresolvable=%v", u.Kind, u.Message(contract.GiB), u.Unresolvable, tt.kind, tt.msg, tt.unresolvable)
 			}
 		})
+	}
+}
+
+// tensFree is a node of n cards with 10 units free each, no two alike:
+// card i is 16+i units with 6+i used.
+func tensFree(n int) *Node {
+	node := &Node{Name: "n"}
+	for i := range n {
+		node.Cards = append(node.Cards, Card{Index: i, Model: "T4", Total: 16 + int64(i), Used: 6 + int64(i), Healthy: true})
+	}
+	return node
+}
+
+// sixes is a pod of n containers of 6 units each.
+func sixes(n int) *Request {
+	r := &Request{}
+	for i := range n {
+		r.Containers = append(r.Containers, contract.ContainerRequest{Index: i, Name: fmt.Sprintf("c%d", i), Mem: 6})
+	}
+	return r
+}
+
+// TestPlaceOneAgreesWithSearch checks on random one-card pods that the fast
+// path chooses what the search would choose first: the same card and share,
+// the same score, and no fit where the search finds none.
+func TestPlaceOneAgreesWithSearch(t *testing.T) {
+	rng := rand.New(rand.NewSource(5))
+	models := []string{"T4", "A100"}
+	for trial := range 3000 {
+		n := &Node{Name: "n", Resources: rng.Intn(4) == 0, CPUFree: int64(rng.Intn(8000)), MemFree: int64(rng.Intn(8000))}
+		total := []int64{16, 80, 1000}[rng.Intn(3)]
+		for i := range 1 + rng.Intn(10) {
+			// Few distinct uses, so that alike cards are common.
+			used := []int64{0, 0, total / 4, total / 2, total}[rng.Intn(5)]
+			n.Cards = append(n.Cards, Card{Index: i, Model: models[rng.Intn(2)], Total: total, Used: used, Healthy: rng.Intn(6) != 0})
+		}
+		c := contract.ContainerRequest{Name: "c0", Mem: 1 + rng.Int63n(total)}
+		if rng.Intn(4) == 0 {
+			c = contract.ContainerRequest{Name: "c0", Count: 1}
+		}
+		r := &Request{Containers: []contract.ContainerRequest{c}, CPUMilli: int64(rng.Intn(4000)), MemMiB: int64(rng.Intn(4000)), Salt: rng.Uint64()}
+		if rng.Intn(4) == 0 {
+			r.Models = []string{models[rng.Intn(2)]}
+		}
+		w := NewWorkload(map[Shape]int64{{Share: total / 4, Cards: 1}: int64(1 + rng.Intn(5)), {Cards: 1}: int64(1 + rng.Intn(5)), {Share: total / 2, Cards: 1, Models: "T4"}: 1}, 1)
+		w.SetCapacity(map[string]int64{"T4": 4, "A100": 12})
+		name := Names()[rng.Intn(len(Names()))]
+		p, _ := Get(Name(name))
+
+		fast, ok := placeOne(n, r, p, w)
+		alloc, u := search(n, r, p, w)
+		if ok != (u == nil) {
+			t.Fatalf("trial %d, %s: fast path fits %v, search unfit %v\nnode %+v\nrequest %+v", trial, name, ok, u, n, r)
+		}
+		if !ok {
+			continue
+		}
+		after := n.Clone()
+		after.Apply(alloc)
+		after.CPUFree -= r.CPUMilli
+		after.MemFree -= r.MemMiB
+		if diff := cmp.Diff(alloc, fast.Allocation()); diff != "" {
+			t.Fatalf("trial %d, %s: fast path (+) and search (-) disagree:\n%s\nnode %+v\nrequest %+v", trial, name, diff, n, r)
+		}
+		if slow := p.NodeScore(n, after, r, w); fast.Score != slow {
+			t.Fatalf("trial %d, %s: fast path scores %v, search %v", trial, name, fast.Score, slow)
+		}
 	}
 }
 
@@ -344,40 +444,48 @@ func cardFragment(n *Node, s *WeightedShape, pos int, extra int64) int64 {
 	return frag
 }
 
+// randomCase is a random node, workload and extra units at a position
+// (pos -1: none), for the tests that check a measure on many cases: cards
+// of mixed sizes, models and health, shapes of shares, whole cards and no
+// GPU, some limited to models, and the cluster's cards by model known half
+// the time (V100M16 left out of them: it takes the slow path).
+func randomCase(rng *rand.Rand) (n *Node, w *Workload, pos int, extra int64) {
+	models := []string{"T4", "A100", "V100M16"}
+	n = &Node{Name: "n", Resources: rng.Intn(2) == 0, CPUFree: int64(rng.Intn(8000))}
+	for i := range 1 + rng.Intn(12) {
+		total := int64([]int{1000, 16, 80, 24}[rng.Intn(4)])
+		n.Cards = append(n.Cards, Card{Index: i, Model: models[rng.Intn(3)], Total: total, Used: int64(rng.Intn(int(total) + 1)), Healthy: rng.Intn(8) != 0})
+		if rng.Intn(3) == 0 {
+			n.Cards[i].Used = 0
+		}
+	}
+	counts := map[Shape]int64{}
+	for range 1 + rng.Intn(30) {
+		s := Shape{Cards: rng.Intn(4), CPUMilli: int64(rng.Intn(8000))}
+		if s.Cards > 0 && rng.Intn(3) > 0 {
+			s.Share = int64(1 + rng.Intn(1000))
+		}
+		switch rng.Intn(8) {
+		case 0, 1:
+			s.Models = models[rng.Intn(3)]
+		case 2:
+			s.Models = "V100M16|t4"
+		}
+		counts[s] += int64(1 + rng.Intn(50))
+	}
+	w = NewWorkload(counts, 1)
+	if rng.Intn(2) == 0 {
+		w.SetCapacity(map[string]int64{"T4": 8, "A100": 16})
+	}
+	return n, w, rng.Intn(len(n.Cards)+1) - 1, int64(rng.Intn(40))
+}
+
 // TestFragmentationOnePassAgrees checks the one-pass fragmentation against
 // the card-by-card definition on random nodes and workloads.
 func TestFragmentationOnePassAgrees(t *testing.T) {
 	rng := rand.New(rand.NewSource(7))
-	models := []string{"T4", "A100", "V100M16"}
 	for trial := range 2000 {
-		n := &Node{Name: "n", Resources: rng.Intn(2) == 0, CPUFree: int64(rng.Intn(8000))}
-		for i := range 1 + rng.Intn(12) {
-			total := int64([]int{1000, 16, 80, 24}[rng.Intn(4)])
-			n.Cards = append(n.Cards, Card{Index: i, Model: models[rng.Intn(3)], Total: total, Used: int64(rng.Intn(int(total) + 1)), Healthy: rng.Intn(8) != 0})
-			if rng.Intn(3) == 0 {
-				n.Cards[i].Used = 0
-			}
-		}
-		counts := map[Shape]int64{}
-		for range 1 + rng.Intn(30) {
-			s := Shape{Cards: rng.Intn(4), CPUMilli: int64(rng.Intn(8000))}
-			if s.Cards > 0 && rng.Intn(3) > 0 {
-				s.Share = int64(1 + rng.Intn(1000))
-			}
-			switch rng.Intn(8) {
-			case 0, 1:
-				s.Models = models[rng.Intn(3)]
-			case 2:
-				s.Models = "V100M16|t4"
-			}
-			counts[s] += int64(1 + rng.Intn(50))
-		}
-		w := NewWorkload(counts, 1)
-		if rng.Intn(2) == 0 {
-			// Answers worked out for some models; V100M16 takes the slow path.
-			w.SetCapacity(map[string]int64{"T4": 8, "A100": 16})
-		}
-		pos, extra := rng.Intn(len(n.Cards)+1)-1, int64(rng.Intn(40))
+		n, w, pos, extra := randomCase(rng)
 		var want float64
 		for i := range w.Shapes {
 			want += w.Shapes[i].Weight * float64(shapeFragment(n, &w.Shapes[i], pos, extra))
