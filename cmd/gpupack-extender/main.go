@@ -36,8 +36,9 @@ serves /gpushare-scheduler/inspect[/<node>], /healthz, /readyz, /metrics and
 /version.
 
 Settings not given as flags come from --config, a YAML file (fields: port,
-address, policy, memoryUnit, signingKeyFile, fgdCoverage, parallelism,
-bindTimeout, clientQPS, clientBurst, tls{certFile,keyFile,clientCAFile}).
+address, probeAddress, policy, memoryUnit, signingKeyFile, workloadCoverage,
+parallelism, bindTimeout, clientQPS, clientBurst, tls{certFile,keyFile,
+clientCAFile}).
 Flags win over the file.`,
 		SilenceUsage: true,
 		Version:      extender.Version,

@@ -36,6 +36,9 @@ func SetDefaults(c *Config) {
 	if c.MemoryUnit == "" {
 		c.MemoryUnit = string(contract.DefaultUnit)
 	}
+	if c.WorkloadCoverage == 0 {
+		c.WorkloadCoverage, c.DeprecatedFGDCoverage = c.DeprecatedFGDCoverage, 0
+	}
 	if c.Parallelism == 0 {
 		c.Parallelism = DefaultParallelism
 	}

@@ -29,10 +29,14 @@ type Config struct {
 	// Without it a random key is used, and after a restart earlier decisions
 	// are used only where they fit (never over-committing a card).
 	SigningKeyFile string `json:"signingKeyFile,omitempty"`
-	// FGDCoverage is the fraction of pods the workload estimate of fill and
-	// fgd keeps (their most frequent shapes); 0: the policy's own (fill
-	// 0.99, fgd 0.95).
-	FGDCoverage float64 `json:"fgdCoverage,omitempty"`
+	// WorkloadCoverage is the share of pods, in (0, 1], whose shapes (the
+	// most frequent first) the workload estimate keeps; the policies that
+	// read one (fill, fgd) weigh nodes by it. 0: the policy's own
+	// (policy.Policy.WorkloadCoverage: fill 0.99, fgd 0.95).
+	WorkloadCoverage float64 `json:"workloadCoverage,omitempty"`
+	// DeprecatedFGDCoverage is workloadCoverage's former name, read for
+	// configuration files written before; SetDefaults moves it over.
+	DeprecatedFGDCoverage float64 `json:"fgdCoverage,omitempty"`
 	// Parallelism is how many goroutines evaluate nodes for one pod.
 	Parallelism int `json:"parallelism,omitempty"`
 	// BindTimeout bounds the annotation patch and the Binding.

@@ -31,8 +31,11 @@ func Validate(c *Config) field.ErrorList {
 	if _, err := contract.ParseUnit(c.MemoryUnit); err != nil {
 		errs = append(errs, field.NotSupported(field.NewPath("memoryUnit"), c.MemoryUnit, []string{string(contract.GiB), string(contract.MiB)}))
 	}
-	if c.FGDCoverage < 0 || c.FGDCoverage > 1 {
-		errs = append(errs, field.Invalid(field.NewPath("fgdCoverage"), c.FGDCoverage, "must be in (0, 1], or 0 for the policy's own"))
+	if c.WorkloadCoverage < 0 || c.WorkloadCoverage > 1 {
+		errs = append(errs, field.Invalid(field.NewPath("workloadCoverage"), c.WorkloadCoverage, "must be in (0, 1], or 0 for the policy's own"))
+	}
+	if c.DeprecatedFGDCoverage != 0 {
+		errs = append(errs, field.Forbidden(field.NewPath("fgdCoverage"), "is workloadCoverage's former name: set workloadCoverage only"))
 	}
 	if c.Parallelism < 1 {
 		errs = append(errs, field.Invalid(field.NewPath("parallelism"), c.Parallelism, "must be at least 1"))

@@ -344,13 +344,14 @@ func TestDeployChart(t *testing.T) {
 		name: "ha-mib-fgd-eviction", namespace: "kube-system",
 		set: []string{
 			"scheduler.replicas=3", "memoryUnit=MiB", "extender.policy=fgd", "extender.signingKey.existingSecret=my-key",
+			"extender.workloadCoverage=0.9", // --set passes it as a string
 			"devicePlugin.evictOverShareAfter=10m", "devicePlugin.ignoredXids={13,31,43}", "devicePlugin.cgpuDisable=true",
 			"devicePlugin.runtimeClassName=nvidia", "devicePlugin.podResources=false", "devicePlugin.kubeletDir=/var/lib/k0s/kubelet",
 			"scheduler.image.tag=v1.36.0",
 		},
 		check: func(t *testing.T, objs []*unstructured.Unstructured) {
 			ec := checkChartConfigs(t, objs, "gpupack-scheduler")
-			if ec.MemoryUnit != "MiB" || ec.Policy != "fgd" {
+			if ec.MemoryUnit != "MiB" || ec.Policy != "fgd" || ec.WorkloadCoverage != 0.9 {
 				t.Errorf("extender config %+v", ec)
 			}
 			if findObject(objs, "Secret", "") != nil {
