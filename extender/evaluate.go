@@ -2,7 +2,7 @@ package extender
 
 import (
 	"context"
-	"strconv"
+	"slices"
 	"sync"
 	"time"
 
@@ -14,15 +14,12 @@ import (
 
 // evaluation is the outcome of one pod over a list of nodes, at one
 // generation of the cache and one workload estimate. It is immutable once
-// built, so filter, prioritize, bind and later pods of the same shape can
-// share it.
+// built, so filter, prioritize and bind can share it.
 type evaluation struct {
 	gen     uint64
 	at      time.Time
-	w       *policy.Workload
 	names   []string
 	results []nodeResult // by position in names
-	index   map[string]int
 }
 
 // nodeResult is Place's answer for one node at one version of it.
@@ -39,8 +36,8 @@ func (r *nodeResult) fits() bool { return r.known && r.unfit == nil }
 
 // result returns the answer for a node, if the evaluation has one.
 func (ev *evaluation) result(node string) (*nodeResult, bool) {
-	i, ok := ev.index[node]
-	if !ok {
+	i := slices.Index(ev.names, node)
+	if i < 0 {
 		return nil, false
 	}
 	return &ev.results[i], true
@@ -48,119 +45,106 @@ func (ev *evaluation) result(node string) (*nodeResult, bool) {
 
 // sameNodes reports whether the evaluation judged exactly these nodes.
 func (ev *evaluation) sameNodes(names []string) bool {
-	if len(names) != len(ev.names) {
-		return false
-	}
-	for i := range names {
-		if names[i] != ev.names[i] {
-			return false
-		}
-	}
-	return true
+	return slices.Equal(names, ev.names)
 }
 
 // evaluate places the pod on every named node under the server's policy,
-// in parallel, against one consistent view of the cache. A node whose
-// state has not changed since the last pod of the same shape was evaluated
-// (under the same workload estimate) reuses that result: Place is a pure
-// function of the node, the request and the workload.
+// in parallel, on a snapshot of the cache (the cache's lock is not held
+// while nodes are rated). A node whose state has not changed since a pod of
+// the same shape was evaluated, under the same workload estimate, keeps its
+// answer (policy.Answers: Place is a pure function of the node, the request
+// and the workload).
 func (s *Server) evaluate(ctx context.Context, req *policy.Request, names []string) *evaluation {
 	w := s.workload()
-	key := requestKey(req, s.policy.PerPod)
-	prev := s.results.get(key, w)
-	ev := &evaluation{at: time.Now(), w: w, names: names, results: make([]nodeResult, len(names)), index: make(map[string]int, len(names))}
-	for i, n := range names {
-		ev.index[n] = i
-	}
+	key := policy.RequestKey(req, s.policy)
+	snap := s.cache.Snapshot(names)
+	ev := &evaluation{gen: snap.Gen, at: time.Now(), names: names, results: make([]nodeResult, len(names))}
+	// The answers are this evaluation's alone until it gives them back: the
+	// workers only read them, and the answers they computed are kept after.
+	kept := s.results.take(key, w, snap.Slots)
+	fresh := make([]bool, len(names))
 	workers := s.cfg.Parallelism
 	chunk := max(1, len(names)/(4*workers))
-	s.cache.Read(func(gen uint64, lookup func(string) *policy.Node) {
-		ev.gen = gen
-		workqueue.ParallelizeUntil(ctx, workers, len(names), func(i int) {
-			n := lookup(names[i])
-			if n == nil {
-				return
-			}
-			if prev != nil {
-				if r, ok := prev.result(names[i]); ok && r.known && r.version == n.Version {
-					ev.results[i] = *r
-					return
-				}
-			}
-			d, u := policy.Place(n, req, s.policy, w)
-			ev.results[i] = nodeResult{known: true, version: n.Version, decision: d, unfit: u}
-			if u != nil {
-				ev.results[i].reason = "gpupack: " + u.Message(s.unit)
-			}
-		}, workqueue.WithChunkSize(chunk))
-	})
-	s.results.put(key, ev)
+	workqueue.ParallelizeUntil(ctx, workers, len(names), func(i int) {
+		v := snap.Nodes[i]
+		if v.Node == nil {
+			return
+		}
+		if r := kept.Get(v.Slot, v.Node); r != nil {
+			ev.results[i] = *r
+			return
+		}
+		d, u := policy.Place(v.Node, req, s.policy, kept.Workload())
+		ev.results[i] = nodeResult{known: true, version: v.Node.Version, decision: d, unfit: u}
+		if u != nil {
+			ev.results[i].reason = "gpupack: " + u.Message(s.unit)
+		}
+		fresh[i] = true
+	}, workqueue.WithChunkSize(chunk))
+	for i, v := range snap.Nodes {
+		if fresh[i] {
+			kept.Keep(v.Slot, v.Node, ev.results[i])
+		}
+	}
+	s.results.give(key, kept)
 	return ev
 }
 
-// resultCache keeps the last evaluation per request shape, for a few shapes.
+// resultCache keeps the answers of the last evaluations by request shape
+// (policy.RequestKey), for a few shapes. An evaluation takes its shape's
+// answers and gives them back when done, so no two evaluations share them;
+// another of the same shape meanwhile starts from none.
 type resultCache struct {
-	mu    sync.Mutex
+	mu sync.Mutex
+	m  map[string]*policy.Answers[nodeResult]
+	// order is m's keys, oldest first.
 	order []string
-	m     map[string]*evaluation
+	// spare are the answers of the last shape dropped, emptied for the
+	// next new shape: a large cluster's answers are big.
+	spare *policy.Answers[nodeResult]
 }
 
 // resultShapes bounds the shapes kept: pods come in a handful of shapes, and
-// a large cluster's results are big.
+// a large cluster's answers are big.
 const resultShapes = 16
 
-func (c *resultCache) get(key string, w *policy.Workload) *evaluation {
+// take returns the answers of a shape under w, the caller's until it gives
+// them back: those kept (emptied if kept under another workload estimate),
+// else none yet, with room for slots nodes.
+func (c *resultCache) take(key string, w *policy.Workload, slots int) *policy.Answers[nodeResult] {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	r := c.m[key]
-	if r == nil || r.w != w {
-		return nil
+	if t := c.m[key]; t != nil {
+		c.m[key] = nil
+		return t.For(w)
 	}
-	return r
+	if t := c.spare; t != nil {
+		c.spare = nil
+		t.Reset(w)
+		return t
+	}
+	return policy.NewAnswers[nodeResult](w, slots)
 }
 
-func (c *resultCache) put(key string, r *evaluation) {
+// give keeps a shape's answers, dropping the oldest shape beyond
+// resultShapes.
+func (c *resultCache) give(key string, t *policy.Answers[nodeResult]) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.m == nil {
-		c.m = map[string]*evaluation{}
+		c.m = map[string]*policy.Answers[nodeResult]{}
 	}
 	if _, ok := c.m[key]; !ok {
 		c.order = append(c.order, key)
 	}
-	c.m[key] = r
+	c.m[key] = t
 	for len(c.order) > resultShapes {
+		if old := c.m[c.order[0]]; old != nil {
+			c.spare = old
+		}
 		delete(c.m, c.order[0])
 		c.order = c.order[1:]
 	}
-}
-
-// requestKey identifies what Place reads of a request: the pod itself too
-// (its salt) under a policy that draws per pod.
-func requestKey(r *policy.Request, perPod bool) string {
-	b := make([]byte, 0, 64)
-	if perPod {
-		b = strconv.AppendUint(b, r.Salt, 16)
-		b = append(b, '#')
-	}
-	for _, c := range r.Containers {
-		b = strconv.AppendInt(b, int64(c.Index), 10)
-		b = append(b, c.Name...) // reasons name the container
-		b = append(b, ':')
-		b = strconv.AppendInt(b, c.Mem, 10)
-		b = append(b, 'x')
-		b = strconv.AppendInt(b, c.Count, 10)
-		b = append(b, ',')
-	}
-	b = append(b, '|')
-	b = strconv.AppendInt(b, r.CPUMilli, 10)
-	b = append(b, '|')
-	b = strconv.AppendInt(b, r.MemMiB, 10)
-	for _, m := range r.Models {
-		b = append(b, '|')
-		b = append(b, m...)
-	}
-	return string(b)
 }
 
 // workload is the FGD target, or nil for policies that do not read one.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strconv"
 
@@ -15,13 +16,13 @@ import (
 	"github.com/gpupack/gpupack/contract"
 )
 
-// Source says where a node's cards were read from.
+// Source says where a node's cards were read from (contract.CardsOf).
 const (
 	// SourceInventory: the gpupack device plugin's inventory annotation.
-	SourceInventory = "inventory"
+	SourceInventory = contract.SourceInventory
 	// SourceAllocatable: gpushare's device plugin (allocatable gpu-mem
 	// split evenly over gpu-count cards; no model, no health).
-	SourceAllocatable = "allocatable"
+	SourceAllocatable = contract.SourceAllocatable
 )
 
 // Cluster is every GPU node shown, in one memory unit.
@@ -34,9 +35,13 @@ type Cluster struct {
 type Node struct {
 	Name, Address string
 	// Source is SourceInventory, SourceAllocatable, or "" for a node
-	// without GPUs (shown only when asked for by name).
+	// without cards (shown only when asked for by name, or when GPU pods
+	// are bound to it).
 	Source string
-	Cards  []Card
+	// Problem says why what the node publishes of its cards was not used
+	// (contract.CardsOf).
+	Problem string
+	Cards   []Card
 	// Pending are bound pods whose cards are not known (yet): no
 	// allocation annotation, or cards the node does not list.
 	Pending []PodShare
@@ -146,15 +151,11 @@ func Collect(ctx context.Context, client kubernetes.Interface, opts Options) (*C
 		unit = inferUnit(nodes)
 	}
 	c := &Cluster{Unit: unit}
-	byName := map[string]*Node{}
 	for i := range nodes {
-		n := nodeOf(&nodes[i], unit)
-		if n.Source == "" && opts.Node == "" {
-			continue
-		}
-		c.Nodes = append(c.Nodes, n)
+		c.Nodes = append(c.Nodes, nodeOf(&nodes[i], unit))
 	}
 	sort.Slice(c.Nodes, func(i, j int) bool { return c.Nodes[i].Name < c.Nodes[j].Name })
+	byName := map[string]*Node{}
 	for i := range c.Nodes {
 		byName[c.Nodes[i].Name] = &c.Nodes[i]
 	}
@@ -171,6 +172,12 @@ func Collect(ctx context.Context, client kubernetes.Interface, opts Options) (*C
 			n.add(pod)
 		}
 	}
+	if opts.Node == "" {
+		// A GPU node is one with cards or with GPU pods, as the extender's
+		// /inspect has it: a node whose cards cannot be read still shows
+		// what its pods hold.
+		c.Nodes = slices.DeleteFunc(c.Nodes, func(n Node) bool { return len(n.Cards) == 0 && len(n.Pending) == 0 })
+	}
 	return c, nil
 }
 
@@ -184,39 +191,17 @@ func holds(pod *corev1.Pod) bool {
 	return pod.Spec.NodeName != "" && pod.Status.Phase != corev1.PodSucceeded && pod.Status.Phase != corev1.PodFailed
 }
 
-// nodeOf reads a node's cards: the inventory when the gpupack device
-// plugin wrote one, else gpushare's allocatable split evenly.
+// nodeOf reads a node's cards as the extender does (contract.CardsOf).
 func nodeOf(node *corev1.Node, unit contract.Unit) Node {
-	n := Node{Name: node.Name, Address: address(node)}
-	if s, ok := node.Annotations[contract.AnnotationInventory]; ok {
-		if inv, err := contract.ParseInventory(s); err == nil {
-			n.Source = SourceInventory
-			cards := append([]contract.Card(nil), inv.Cards...)
-			sort.Slice(cards, func(i, j int) bool { return cards[i].Index < cards[j].Index })
-			for _, c := range cards {
-				healthy := c.Healthy
-				n.Cards = append(n.Cards, Card{Index: c.Index, UUID: c.UUID, Model: c.Model, Healthy: &healthy, Total: unit.FromMiB(c.MemoryMiB)})
-			}
-			return n
+	nc := contract.CardsOf(node, unit)
+	n := Node{Name: node.Name, Address: address(node), Source: nc.Source, Problem: nc.Problem}
+	for _, c := range nc.Cards {
+		card := Card{Index: c.Index, UUID: c.UUID, Model: c.Model, Total: c.Total}
+		if nc.Source == SourceInventory {
+			healthy := c.Healthy
+			card.Healthy = &healthy
 		}
-	}
-	mem := quantity(node.Status.Allocatable, contract.ResourceGPUMem)
-	if mem == 0 {
-		mem = quantity(node.Status.Capacity, contract.ResourceGPUMem)
-	}
-	count := quantity(node.Status.Allocatable, contract.ResourceGPUCount)
-	if count == 0 {
-		count = quantity(node.Status.Capacity, contract.ResourceGPUCount)
-	}
-	if mem <= 0 {
-		return n
-	}
-	if count <= 0 {
-		count = 1
-	}
-	n.Source = SourceAllocatable
-	for i := range count {
-		n.Cards = append(n.Cards, Card{Index: int(i), Total: mem / count})
+		n.Cards = append(n.Cards, card)
 	}
 	return n
 }

@@ -2,13 +2,15 @@
 // memory of every node of the sharing pool, per card, and which pods hold
 // it, read from the API server alone (no call to the extender).
 //
-// Cards come from the gpupack device plugin's inventory annotation on the
-// Node (model, size, health), or, for nodes still run by gpushare's device
-// plugin, from allocatable aliyun.com/gpu-mem split evenly over
-// aliyun.com/gpu-count cards. Shares come from the annotations the
-// extender writes on pods (the allocation, or gpushare's card index). Live
-// use and utilisation come from the device plugin's /metrics through the
-// API server's pod proxy, where a gpupack device plugin pod runs.
+// Cards are read as the extender reads them (contract.CardsOf): the gpupack
+// device plugin's inventory annotation on the Node (model, size, health),
+// or, for nodes still run by gpushare's device plugin, allocatable
+// aliyun.com/gpu-mem split evenly over aliyun.com/gpu-count cards; a node
+// with gpu-mem but no gpu-count has no card. Shares come from the
+// annotations the extender writes on pods (the allocation, or gpushare's
+// card index). Live use and utilisation come from the device plugin's
+// /metrics through the API server's pod proxy, where a gpupack device
+// plugin pod runs.
 //
 // It depends on the contract package, client-go and the standard library
 // only: no cgo, no go-nvml, nothing of the extender.

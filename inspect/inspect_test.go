@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -287,5 +288,47 @@ func TestPluginMetrics(t *testing.T) {
 		if _, err := m.Live(context.Background(), node); !errors.Is(err, ErrNoDevicePlugin) {
 			t.Errorf("%s: error %v, want ErrNoDevicePlugin", node, err)
 		}
+	}
+}
+
+// TestCardsAsTheExtenderReadsThem pins what a node of gpushare's device
+// plugin that publishes aliyun.com/gpu-mem (16) but no aliyun.com/gpu-count
+// shows: no card, as the extender counts it (contract.CardsOf), and the
+// problem; a pod bound there holds its memory as pending.
+func TestCardsAsTheExtenderReadsThem(t *testing.T) {
+	noCount := fixture.MakeNode("nocount-0").Legacy(16, 1).Obj()
+	delete(noCount.Status.Allocatable, contract.ResourceGPUCount)
+	const problem = "allocatable aliyun.com/gpu-mem without aliyun.com/gpu-count: the number of cards is unknown"
+	pod := fixture.MakePod().Name("legacy").Namespace("team-c").Node("nocount-0").Phase(corev1.PodRunning).GPUMem(6).
+		Annotation(contract.AnnotationIndex, "0").Obj()
+	tests := []struct {
+		name string
+		objs []runtime.Object
+		opts Options
+		want []Node
+	}{
+		{"no pod: not a GPU node", []runtime.Object{noCount}, Options{}, nil},
+		{"asked for by name", []runtime.Object{noCount}, Options{Node: "nocount-0"},
+			[]Node{{Name: "nocount-0", Address: "10.0.0.1", Problem: problem}}},
+		{"a pod bound there: shown, its 6 pending", []runtime.Object{noCount, pod}, Options{},
+			[]Node{{Name: "nocount-0", Address: "10.0.0.1", Problem: problem, Pending: []PodShare{{Namespace: "team-c", Name: "legacy", Units: 6}}}}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := Collect(context.Background(), fake.NewClientset(tc.objs...), tc.opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(tc.want, c.Nodes, cmpopts.EquateEmpty()); diff != "" {
+				t.Errorf("nodes (-want +got):\n%s", diff)
+			}
+			var out bytes.Buffer
+			if err := WriteDetails(&out, c); err != nil {
+				t.Fatal(err)
+			}
+			if len(c.Nodes) > 0 && !strings.Contains(out.String(), "\nPROBLEM:    "+problem+"\n") {
+				t.Errorf("details do not say the problem:\n%s", out.String())
+			}
+		})
 	}
 }

@@ -50,12 +50,16 @@ func WriteSummary(w io.Writer, c *Cluster) error {
 }
 
 // WriteDetails writes, per node, its cards (model, health, allocation and,
-// where measured, memory in use and utilisation) and the pods on each
-// card, then the cluster's total.
+// where measured, memory in use and utilisation), why its cards could not
+// be read if so, and the pods on each card, then the cluster's total.
 func WriteDetails(w io.Writer, c *Cluster) error {
 	for i := range c.Nodes {
 		n := &c.Nodes[i]
-		fmt.Fprintf(w, "NAME:       %s\nIPADDRESS:  %s\n\n", n.Name, n.Address)
+		fmt.Fprintf(w, "NAME:       %s\nIPADDRESS:  %s\n", n.Name, n.Address)
+		if n.Problem != "" {
+			fmt.Fprintf(w, "PROBLEM:    %s\n", n.Problem)
+		}
+		fmt.Fprintln(w)
 		tw := newTable(w)
 		row(tw, "GPU", "MODEL", "HEALTH", "ALLOCATED/TOTAL", "USED("+string(c.Unit)+")", "UTIL")
 		for _, card := range n.Cards {

@@ -4,8 +4,6 @@ import (
 	"fmt"
 	"math/rand"
 	"slices"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/gpupack/gpupack/extender/policy"
@@ -44,19 +42,22 @@ const (
 
 // Config is one replay: a cluster, a workload, a policy, a seed.
 type Config struct {
-	Nodes    []Node
-	Pods     []Pod
-	Policy   *policy.Policy
-	Seed     int64
+	Nodes  []Node
+	Pods   []Pod
+	Policy *policy.Policy
+	Seed   int64
+	// Workload is what a policy that reads a workload estimate measures
+	// against (Seen if empty).
 	Workload WorkloadSource
 	// Coverage is the share of pods whose shapes the workload keeps (0.95).
 	Coverage float64
 	// Ties breaks ties between the best nodes (DefaultTies if empty).
 	Ties TieBreak
-	// Cold re-evaluates every node for every pod; otherwise a node whose
-	// state did not change since a pod of the same request was evaluated
-	// (under the same workload estimate) keeps its result, as the
-	// extender's evaluation cache does.
+	// Cold rates every node for every pod; otherwise a node whose state did
+	// not change since a pod of the same request was rated (under the same
+	// workload estimate) keeps its answer, by the extender's own rule
+	// (policy.Answers). A policy that draws per pod (PerPod) is always
+	// cold: its answer for one pod is not another's.
 	Cold bool
 }
 
@@ -67,7 +68,8 @@ type Placement struct {
 	Node int // index into Config.Nodes; -1 when the pod failed
 	// Cards are the card indices it got, one per card asked.
 	Cards []int
-	// Decision is the time taken to choose (all nodes evaluated, best picked).
+	// Decision is the time taken to choose: every node rated (a kept
+	// answer where the node did not change), the best picked.
 	Decision time.Duration
 	// Arrived and Allocated are cumulative GPU (thousandths of a card)
 	// after this pod: asked for, and placed.
@@ -76,30 +78,27 @@ type Placement struct {
 
 // Result is one replay's outcome.
 type Result struct {
-	Seed       int64
-	Capacity   int64
+	Seed int64
+	// Capacity is the nodes' GPU, in thousandths of a card.
+	Capacity int64
+	// Placements are by arrival (Placement.Seq).
 	Placements []Placement
-	Wall       time.Duration
+	// Wall is the whole replay's time.
+	Wall time.Duration
 }
 
-// cached is Place's answer for one node at one version.
-type cached struct {
-	version uint64
-	valid   bool
-	fits    bool
-	d       policy.Decision
+// answer is what the replay keeps of Place's answer for a node.
+type answer struct {
+	fits bool
+	d    policy.Decision
 }
 
-// requestKey identifies what Place reads of a pod.
-func requestKey(p *Pod) string {
-	return strconv.FormatInt(p.CPUMilli, 10) + "/" + strconv.FormatInt(p.MemoryMiB, 10) + "/" +
-		strconv.FormatInt(p.NumGPU, 10) + "x" + strconv.FormatInt(p.GPUMilli, 10) + "/" + strings.Join(p.Models, "|")
-}
-
-// Replay schedules the pods one at a time in the published order: every
-// node is rated with policy.Place (the extender's filter, card choice and
-// score), the best raw score wins, and cfg.Ties breaks ties. No pod
-// departs; a pod that fits nowhere fails and is skipped.
+// Replay schedules the pods one at a time in the published order (Order):
+// every node is rated with policy.Place (the extender's filter, card choice
+// and score), the best raw score wins, and cfg.Ties breaks ties. A node's
+// version changes when a pod lands on it, and its answers are kept per
+// request shape in policy.Answers under the node's index. No pod departs;
+// a pod that fits nowhere fails and is skipped.
 func Replay(cfg Config) (*Result, error) {
 	if cfg.Policy == nil {
 		return nil, fmt.Errorf("no policy")
@@ -124,17 +123,18 @@ func Replay(cfg Config) (*Result, error) {
 		}
 		nodes[i] = pn
 	}
-	// Requests and their keys, once per distinct pod of the file.
+	// Each pod of the file's request, and its shape: the number of its
+	// request's policy.RequestKey, which pods of one request share.
 	reqs := make([]*policy.Request, len(cfg.Pods))
-	keys := make([]int, len(cfg.Pods))
-	keyOf := map[string]int{}
+	shapes := make([]int, len(cfg.Pods))
+	shapeOf := map[string]int{}
 	for i := range cfg.Pods {
 		reqs[i] = cfg.Pods[i].Request()
-		k := requestKey(&cfg.Pods[i])
-		if _, ok := keyOf[k]; !ok {
-			keyOf[k] = len(keyOf)
+		k := policy.RequestKey(reqs[i], cfg.Policy)
+		if _, ok := shapeOf[k]; !ok {
+			shapeOf[k] = len(shapeOf)
 		}
-		keys[i] = keyOf[k]
+		shapes[i] = shapeOf[k]
 	}
 	cards := map[string]int64{}
 	for _, n := range cfg.Nodes {
@@ -158,11 +158,8 @@ func Replay(cfg Config) (*Result, error) {
 			return nil, fmt.Errorf("unknown workload source %q: want %s or %s", cfg.Workload, Seen, Trace)
 		}
 	}
-	type keyCache struct {
-		w       *policy.Workload
-		results []cached
-	}
-	caches := make([]*keyCache, len(keyOf))
+	// answers[s] are the answers for shape s, by node index.
+	answers := make([]*policy.Answers[answer], len(shapeOf))
 	seq := Order(cfg.Pods, cfg.Seed, capacity)
 	// The tie-break has its own generator.
 	ties := rand.New(rand.NewSource(cfg.Seed))
@@ -193,26 +190,27 @@ func Replay(cfg Config) (*Result, error) {
 		if learner != nil {
 			w = learner.Workload()
 		}
-		kc := caches[keys[pi]]
-		if kc == nil || kc.w != w || cfg.Cold || cfg.Policy.PerPod {
-			kc = &keyCache{w: w, results: make([]cached, len(nodes))}
-			caches[keys[pi]] = kc
+		kept := answers[shapes[pi]]
+		if kept == nil || cfg.Cold || cfg.Policy.PerPod {
+			kept = policy.NewAnswers[answer](w, len(nodes))
 		}
+		kept = kept.For(w)
+		answers[shapes[pi]] = kept
 		best, count := -1, 0
 		var bestScore float64
 		for i, n := range nodes {
-			r := &kc.results[i]
-			if !r.valid || r.version != n.Version {
-				d, u := policy.Place(n, req, cfg.Policy, w)
-				*r = cached{version: n.Version, valid: true, fits: u == nil, d: d}
+			a := kept.Get(i, n)
+			if a == nil {
+				d, unfit := policy.Place(n, req, cfg.Policy, kept.Workload())
+				a = kept.Keep(i, n, answer{fits: unfit == nil, d: d})
 			}
-			if !r.fits {
+			if !a.fits {
 				continue
 			}
 			switch {
-			case best < 0 || r.d.Score > bestScore:
-				best, bestScore, count = i, r.d.Score, 1
-			case r.d.Score == bestScore:
+			case best < 0 || a.d.Score > bestScore:
+				best, bestScore, count = i, a.d.Score, 1
+			case a.d.Score == bestScore:
 				count++
 				if cfg.Ties == TieRandom && ties.Intn(count) == 0 || cfg.Ties == TiePermutation && rank[i] < rank[best] {
 					best = i
@@ -224,7 +222,7 @@ func Replay(cfg Config) (*Result, error) {
 		arrived += pod.Demand()
 		if best >= 0 {
 			n := nodes[best]
-			alloc := kc.results[best].d.Allocation()
+			alloc := kept.Get(best, n).d.Allocation()
 			n.Apply(alloc)
 			n.CPUFree -= pod.CPUMilli
 			n.MemFree -= pod.MemoryMiB

@@ -348,3 +348,31 @@ func TestPlotSVG(t *testing.T) {
 		t.Errorf("legend %q lacks the escaped name a<b", texts)
 	}
 }
+
+// TestReplayKeptAnswersChangeNothing: keeping each node's answer while the
+// node is unchanged (results.Table, the extender's rule) places every pod
+// where rating every node for every pod (Cold) does, under each policy.
+func TestReplayKeptAnswersChangeNothing(t *testing.T) {
+	var nodes []Node
+	for i := range 6 {
+		nodes = append(nodes, Node{Name: "n" + strconv.Itoa(i), CPUMilli: 16000, MemoryMiB: 1 << 16, GPUs: 1 + i%4, Model: []string{"T4", "G2"}[i%2]})
+	}
+	pods := testPods()
+	for _, name := range policy.Names() {
+		t.Run(name, func(t *testing.T) {
+			p, _ := policy.Get(policy.Name(name))
+			var runs [2][]Placement
+			for i, cold := range []bool{false, true} {
+				r, err := Replay(Config{Nodes: nodes, Pods: pods, Policy: p, Seed: 42, Workload: Seen, Coverage: 0.95, Cold: cold})
+				if err != nil {
+					t.Fatal(err)
+				}
+				runs[i] = r.Placements
+			}
+			ignoreTime := cmp.FilterPath(func(p cmp.Path) bool { return p.Last().String() == ".Decision" }, cmp.Ignore())
+			if diff := cmp.Diff(runs[1], runs[0], ignoreTime); diff != "" {
+				t.Errorf("placements (-cold +kept):\n%s", diff)
+			}
+		})
+	}
+}

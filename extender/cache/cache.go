@@ -3,6 +3,7 @@ package cache
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"sync"
 
@@ -35,7 +36,10 @@ var (
 	ErrDoesNotFit    = errors.New("allocation does not fit the node")
 )
 
-// Cache is safe for concurrent use.
+// Cache is safe for concurrent use. Writers (the informers' handlers,
+// Assume, Bound, Forget) hold mu; placement reads each node's published
+// policy.Node, which is replaced, never changed (see Snapshot), so a long
+// evaluation never holds the lock that the informers wait on.
 type Cache struct {
 	opts Options
 
@@ -46,21 +50,45 @@ type Cache struct {
 	// fill and fgd); learned remembers which pods were counted.
 	learner *policy.Learner
 	learned map[types.UID]struct{}
-	// gen changes whenever any node's cards do.
+	// gen is the last node Version given out; it changes whenever any
+	// node's published state does, and no two node states share one.
 	gen uint64
+	// slots numbers the nodes (see NodeView.Slot): freed slots are reused.
+	slots int
+	free  []int
 }
 
-// nodeState is one node: its cards as placement sees them, and its pods.
+// nodeState is one node: what its Node object says, its pods, and what
+// placement sees of them (pn).
 type nodeState struct {
-	pn      policy.Node
-	exists  bool   // the Node object is in the informer
-	source  string // where the cards came from: inventory, allocatable
-	problem string // why the inventory was not used, if it was not
-	address string
-	uuids   map[int]string
-	cpuCap  int64
-	memCap  int64
-	pods    map[types.UID]*podState
+	name   string
+	slot   int
+	exists bool // the Node object is in the informer
+	spec   nodeSpec
+	// source, problem, address and uuids are shown by /inspect, never read
+	// by placement.
+	source, problem, address string
+	uuids                    map[int]string
+	pods                     map[types.UID]*podState
+	// pn is the node as placement sees it, published by recount: a new
+	// one each time, never changed once published.
+	pn *policy.Node
+}
+
+// nodeSpec is what placement reads of a Node object: its cards (as empty)
+// and its allocatable CPU and memory. A Node update that leaves it equal (a
+// heartbeat, a label, a new address) does not recount the node: recounting
+// would give the same cards and shares, and only invalidate every result
+// computed on it.
+type nodeSpec struct {
+	cards     []policy.Card
+	resources bool  // the Node says its allocatable CPU
+	cpuCap    int64 // millicores
+	memCap    int64 // MiB
+}
+
+func (a *nodeSpec) equal(b *nodeSpec) bool {
+	return slices.Equal(a.cards, b.cards) && a.resources == b.resources && a.cpuCap == b.cpuCap && a.memCap == b.memCap
 }
 
 // New returns an empty cache.
@@ -80,13 +108,27 @@ func New(opts Options) *Cache {
 // Unit is the memory unit the cache counts in.
 func (c *Cache) Unit() contract.Unit { return c.opts.Unit }
 
+// node returns the named node's state, made (with no card, not existing)
+// when the cache has none yet. Callers hold c.mu.
 func (c *Cache) node(name string) *nodeState {
 	ns, ok := c.nodes[name]
 	if !ok {
-		ns = &nodeState{pn: policy.Node{Name: name}, pods: map[types.UID]*podState{}}
+		slot := c.slots
+		if k := len(c.free); k > 0 {
+			slot, c.free = c.free[k-1], c.free[:k-1]
+		} else {
+			c.slots++
+		}
+		ns = &nodeState{name: name, slot: slot, pods: map[types.UID]*podState{}, pn: &policy.Node{Name: name}}
 		c.nodes[name] = ns
 	}
 	return ns
+}
+
+// forget drops a node that neither exists nor holds pods. Callers hold c.mu.
+func (c *Cache) forget(ns *nodeState) {
+	delete(c.nodes, ns.name)
+	c.free = append(c.free, ns.slot)
 }
 
 // SetNode adds or updates a node from its Node object.
@@ -94,18 +136,35 @@ func (c *Cache) SetNode(node *corev1.Node) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	ns := c.node(node.Name)
-	ns.exists = true
-	ns.address = internalIP(node)
-	ns.cpuCap = node.Status.Allocatable.Cpu().MilliValue()
-	ns.memCap = node.Status.Allocatable.Memory().Value() >> 20
-	_, hasCPU := node.Status.Allocatable[corev1.ResourceCPU]
-	ns.pn.Resources = hasCPU
-	cards, uuids, source, problem := cardsOf(node, c.opts.Unit)
-	if problem != "" && problem != ns.problem {
-		c.opts.Logger.Error(nil, "Ignoring the node's GPU inventory", "node", klog.KObj(node), "problem", problem, "fallback", source)
+	nc := contract.CardsOf(node, c.opts.Unit)
+	if nc.Problem != "" && nc.Problem != ns.problem {
+		c.opts.Logger.Error(nil, "Node's GPU cards are not read as published", "node", klog.KObj(node), "problem", nc.Problem, "source", nc.Source)
 	}
-	ns.pn.Cards, ns.uuids, ns.source, ns.problem = cards, uuids, source, problem
-	c.reconcile(ns)
+	ns.source, ns.problem, ns.address, ns.uuids = nc.Source, nc.Problem, internalIP(node), nil
+	spec := nodeSpec{
+		resources: hasCPU(node),
+		cpuCap:    node.Status.Allocatable.Cpu().MilliValue(),
+		memCap:    node.Status.Allocatable.Memory().Value() >> 20,
+	}
+	for _, card := range nc.Cards {
+		spec.cards = append(spec.cards, policy.Card{Index: card.Index, Model: card.Model, Total: card.Total, Healthy: card.Healthy})
+		if card.UUID != "" {
+			if ns.uuids == nil {
+				ns.uuids = map[int]string{}
+			}
+			ns.uuids[card.Index] = card.UUID
+		}
+	}
+	if ns.exists && spec.equal(&ns.spec) {
+		return
+	}
+	ns.exists, ns.spec = true, spec
+	c.recount(ns)
+}
+
+func hasCPU(node *corev1.Node) bool {
+	_, ok := node.Status.Allocatable[corev1.ResourceCPU]
+	return ok
 }
 
 // DeleteNode forgets a node; its pods stay counted until they are deleted.
@@ -117,41 +176,11 @@ func (c *Cache) DeleteNode(name string) {
 		return
 	}
 	if len(ns.pods) == 0 {
-		delete(c.nodes, name)
+		c.forget(ns)
 		return
 	}
-	ns.exists = false
-	ns.pn.Cards = nil
-	c.reconcile(ns)
-}
-
-// cardsOf reads a node's cards: from the gpupack inventory annotation, or,
-// on a node still run by gpushare's device plugin, from its allocatable
-// gpu-mem split evenly over gpu-count cards.
-func cardsOf(node *corev1.Node, unit contract.Unit) (cards []policy.Card, uuids map[int]string, source, problem string) {
-	if s, ok := node.Annotations[contract.AnnotationInventory]; ok {
-		inv, err := contract.ParseInventory(s)
-		if err == nil {
-			uuids = map[int]string{}
-			for _, ic := range inv.Cards {
-				cards = append(cards, policy.Card{Index: ic.Index, Model: ic.Model, Total: unit.FromMiB(ic.MemoryMiB), Healthy: ic.Healthy})
-				uuids[ic.Index] = ic.UUID
-			}
-			sort.Slice(cards, func(i, j int) bool { return cards[i].Index < cards[j].Index })
-			return cards, uuids, "inventory", ""
-		}
-		problem = err.Error()
-	}
-	memQ, okMem := node.Status.Allocatable[contract.ResourceGPUMem]
-	cntQ, okCnt := node.Status.Allocatable[contract.ResourceGPUCount]
-	if !okMem || !okCnt || cntQ.Value() <= 0 || memQ.Value() <= 0 {
-		return nil, nil, "", problem
-	}
-	n, mem := cntQ.Value(), memQ.Value()
-	for i := int64(0); i < n; i++ {
-		cards = append(cards, policy.Card{Index: int(i), Total: mem / n, Healthy: true})
-	}
-	return cards, nil, "allocatable", problem
+	ns.exists, ns.spec = false, nodeSpec{}
+	c.recount(ns)
 }
 
 func internalIP(node *corev1.Node) string {
@@ -163,62 +192,74 @@ func internalIP(node *corev1.Node) string {
 	return ""
 }
 
-// SetPod adds or updates a pod from the informer.
+// SetPod follows a pod from the informer: the rows "informer shows the
+// pod" of the table at state.
 func (c *Cache) SetPod(pod *corev1.Pod) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if terminal(pod) {
+	ps, known := c.pods[pod.UID]
+	switch {
+	case terminal(pod):
 		c.removePod(pod.UID)
-		return
+	case pod.Spec.NodeName == "":
+		// Pending: learned only; annotations are never counted, and a bind
+		// in flight stays.
+		if _, ok := c.learned[pod.UID]; !ok {
+			c.learn(pod.UID, c.requestOf(pod))
+		}
+	case known && ps.state.trusted() && ps.node == pod.Spec.NodeName:
+		// On its node: our own decision stands, the bind is done. An
+		// edited annotation does not move a running container.
+		ps.state = ps.state.seenBound()
+	default:
+		fp := fingerprint(pod)
+		if known && ps.fingerprint == fp {
+			return // a status update: nothing placement reads has changed
+		}
+		c.read(pod, fp)
 	}
-	old, known := c.pods[pod.UID]
-	if known && old.trusted() && old.node == pod.Spec.NodeName {
-		// Our own decision stands: the informer caught up with the bind, or
-		// the pod changed in a way that cannot move it (an edited annotation
-		// does not move a running container to another card).
-		old.bound = true
-		return
-	}
-	fp := fingerprint(pod)
-	if known && old.fingerprint == fp {
-		return // a status update: nothing placement reads has changed
-	}
-	req, err := RequestOf(pod)
-	if err != nil && !errors.Is(err, contract.ErrNoGPU) {
-		// A bad request never gets a card: only its CPU and memory count.
-		c.opts.Logger.V(4).Info("Pod asks for GPU in a way the extender rejects", "pod", klog.KObj(pod), "err", err)
-	}
+}
+
+// read (re)counts a bound pod from what it says: a decision signed by this
+// extender for its node is signed; anything else is placed by the recount
+// of its node that follows.
+func (c *Cache) read(pod *corev1.Pod, fp string) {
+	req := c.requestOf(pod)
 	c.learn(pod.UID, req)
-	if pod.Spec.NodeName == "" {
-		// Pending: only a bind in flight is counted; annotations never are.
-		return
-	}
-	var was *nodeState
-	if known {
-		was = c.detach(pod.UID)
-	}
+	was := c.detach(pod.UID)
 	ps := &podState{
 		uid: pod.UID, namespace: pod.Namespace, name: pod.Name, node: pod.Spec.NodeName,
-		created: pod.CreationTimestamp.UnixNano(), req: req, bound: true, fingerprint: fp,
+		created: pod.CreationTimestamp.UnixNano(), req: req, state: noGPU, fingerprint: fp,
 	}
 	if len(req.Containers) > 0 {
-		claim, signed, err := claimOf(pod, req, c.opts.SigningKey)
+		claim, isSigned, err := claimOf(pod, req, c.opts.SigningKey)
 		switch {
 		case err != nil:
 			c.opts.Logger.V(2).Info("Bound GPU pod has no usable allocation; placing it where it fits", "pod", klog.KObj(pod), "node", pod.Spec.NodeName, "err", err)
-		case signed:
-			ps.trust, ps.alloc = Signed, claim
+			ps.state = fitted
+		case isSigned:
+			ps.state, ps.alloc = signed, claim
 		default:
-			ps.claim = claim
+			ps.state, ps.claim = claimed, claim
 		}
 	}
 	c.pods[pod.UID] = ps
 	ns := c.node(ps.node)
 	ns.pods[ps.uid] = ps
-	c.reconcile(ns)
+	c.recount(ns)
 	if was != nil && was != ns {
-		c.reconcile(was)
+		c.recount(was)
 	}
+}
+
+// requestOf is RequestOf; a bad request never gets a card: only its CPU and
+// memory count.
+func (c *Cache) requestOf(pod *corev1.Pod) *policy.Request {
+	req, err := RequestOf(pod)
+	if err != nil && !errors.Is(err, contract.ErrNoGPU) {
+		c.opts.Logger.V(4).Info("Pod asks for GPU in a way the extender rejects", "pod", klog.KObj(pod), "err", err)
+	}
+	return req
 }
 
 // DeletePod frees whatever the pod held.
@@ -231,7 +272,7 @@ func (c *Cache) DeletePod(uid types.UID) {
 
 func (c *Cache) removePod(uid types.UID) {
 	if ns := c.detach(uid); ns != nil {
-		c.reconcile(ns)
+		c.recount(ns)
 	}
 }
 
@@ -249,7 +290,7 @@ func (c *Cache) detach(uid types.UID) *nodeState {
 	}
 	delete(ns.pods, uid)
 	if !ns.exists && len(ns.pods) == 0 {
-		delete(c.nodes, ps.node)
+		c.forget(ns)
 		return nil
 	}
 	return ns
@@ -303,15 +344,13 @@ func (c *Cache) cardsByModel() map[string]int64 {
 	return out
 }
 
-// reconcile recounts a node's cards from its pods: trusted decisions first,
-// then, oldest first, each untrusted pod on the cards it claims if they have
-// room, else where it fits best, else unplaced.
-func (c *Cache) reconcile(ns *nodeState) {
-	c.gen++
-	ns.pn.Version = c.gen
-	for i := range ns.pn.Cards {
-		ns.pn.Cards[i].Used = 0
-	}
+// recount publishes what placement sees of a node, from its spec and its
+// pods: trusted decisions first, then, oldest first, each untrusted pod
+// placed (claimed, fitted or unplaced: the table at state). The node is a
+// new policy.Node with a new Version; the one it replaces is left as it
+// was for the evaluations that still read it. Callers hold c.mu.
+func (c *Cache) recount(ns *nodeState) {
+	n := &policy.Node{Name: ns.name, Resources: ns.spec.resources, Cards: slices.Clone(ns.spec.cards)}
 	var cpu, mem int64
 	var untrusted []*podState
 	for _, ps := range ns.pods {
@@ -320,13 +359,13 @@ func (c *Cache) reconcile(ns *nodeState) {
 		if len(ps.req.Containers) == 0 {
 			continue
 		}
-		if ps.trusted() {
-			ns.pn.Apply(ps.alloc)
+		if ps.state.trusted() {
+			n.Apply(ps.alloc)
 			continue
 		}
 		untrusted = append(untrusted, ps)
 	}
-	ns.pn.CPUFree, ns.pn.MemFree = ns.cpuCap-cpu, ns.memCap-mem
+	n.CPUFree, n.MemFree = ns.spec.cpuCap-cpu, ns.spec.memCap-mem
 	sort.Slice(untrusted, func(i, j int) bool {
 		if untrusted[i].created != untrusted[j].created {
 			return untrusted[i].created < untrusted[j].created
@@ -335,21 +374,35 @@ func (c *Cache) reconcile(ns *nodeState) {
 	})
 	bestFit, _ := policy.Get(policy.Binpack)
 	for _, ps := range untrusted {
-		if ps.claim != nil && claimFits(&ns.pn, ps.claim, ps.req) {
-			ps.trust, ps.alloc = Claimed, wholeSized(&ns.pn, ps.claim, ps.req)
-		} else if d, unfit := policy.Place(&ns.pn, gpuOnly(ps.req), bestFit, nil); unfit == nil {
-			ps.trust, ps.alloc = Fitted, d.Allocation()
-		} else {
-			was := ps.trust
-			ps.trust, ps.alloc = Unplaced, nil
-			if !ns.exists || was == Unplaced {
-				continue // the Node object has not arrived yet, or already said
-			}
-			c.opts.Logger.Error(nil, "GPU pod fits no card of its node: the node is over-committed", "pod", klog.KRef(ps.namespace, ps.name), "node", ns.pn.Name, "reason", unfit.Message(c.opts.Unit))
+		was := ps.state
+		var unfit *policy.Unfit
+		ps.state, ps.alloc, unfit = place(n, ps, bestFit)
+		if ps.state != unplaced {
+			n.Apply(ps.alloc)
 			continue
 		}
-		ns.pn.Apply(ps.alloc)
+		if ns.exists && was != unplaced { // else the Node has not arrived yet, or it was said
+			c.opts.Logger.Error(nil, "GPU pod fits no card of its node: the node is over-committed", "pod", klog.KRef(ps.namespace, ps.name), "node", ns.name, "reason", unfit.Message(c.opts.Unit))
+		}
 	}
+	c.gen++
+	n.Version = c.gen
+	ns.pn = n
+}
+
+// place decides where an untrusted pod counts on n, as n is after every
+// trusted decision and the older untrusted pods: on the cards it claims if
+// they exist and have room (claimed), else where gpushare's best fit puts
+// it (fitted), else nowhere (unplaced, and why).
+func place(n *policy.Node, ps *podState, bestFit *policy.Policy) (state, contract.Allocation, *policy.Unfit) {
+	if ps.claim != nil && claimFits(n, ps.claim, ps.req) {
+		return claimed, wholeSized(n, ps.claim, ps.req), nil
+	}
+	d, unfit := policy.Place(n, gpuOnly(ps.req), bestFit, nil)
+	if unfit != nil {
+		return unplaced, nil, unfit
+	}
+	return fitted, d.Allocation(), nil
 }
 
 // gpuOnly drops CPU and memory from a request: a pod already on a node is
@@ -407,8 +460,9 @@ func wholeSized(n *policy.Node, a contract.Allocation, req *policy.Request) cont
 }
 
 // Assume records a decision before the bind reaches the API server, so that
-// no concurrent decision can use the same memory. It fails, changing
-// nothing, when the pod is already placed or the allocation no longer fits.
+// no concurrent decision can use the same memory: the pod is binding. It
+// fails, changing nothing, when the pod is already placed or the allocation
+// no longer fits.
 func (c *Cache) Assume(pod *corev1.Pod, req *policy.Request, node string, a contract.Allocation) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -422,18 +476,18 @@ func (c *Cache) Assume(pod *corev1.Pod, req *policy.Request, node string, a cont
 	if err := matches(a, req); err != nil {
 		return fmt.Errorf("%w: %v", ErrDoesNotFit, err)
 	}
-	if !decisionFits(&ns.pn, a, req) {
+	if !decisionFits(ns.pn, a, req) {
 		return fmt.Errorf("%w: %s on %s", ErrDoesNotFit, a, node)
 	}
 	ps := &podState{
 		uid: pod.UID, namespace: pod.Namespace, name: pod.Name, node: node,
 		created: pod.CreationTimestamp.UnixNano(), req: req,
-		alloc: wholeSized(&ns.pn, a, req), trust: Assumed,
+		alloc: wholeSized(ns.pn, a, req), state: binding,
 	}
 	c.pods[pod.UID] = ps
 	ns.pods[pod.UID] = ps
 	c.learn(pod.UID, req)
-	c.reconcile(ns)
+	c.recount(ns)
 	return nil
 }
 
@@ -451,21 +505,21 @@ func decisionFits(n *policy.Node, a contract.Allocation, req *policy.Request) bo
 	return claimFits(n, a, req)
 }
 
-// Bound marks an assumed pod's bind as done.
+// Bound marks an assumed pod's bind as done (binding to assumed).
 func (c *Cache) Bound(uid types.UID) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if ps, ok := c.pods[uid]; ok {
-		ps.bound = true
+		ps.state = ps.state.seenBound()
 	}
 }
 
-// Forget drops an assumed decision whose bind failed. A pod the informer
-// already shows bound is kept.
+// Forget drops an assumed decision whose bind failed (binding to none). A
+// pod whose bind is done, or that the informer already shows bound, is kept.
 func (c *Cache) Forget(uid types.UID) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if ps, ok := c.pods[uid]; ok && ps.trust == Assumed && !ps.bound {
+	if ps, ok := c.pods[uid]; ok && ps.state == binding {
 		c.removePod(uid)
 	}
 }
@@ -481,10 +535,51 @@ func (c *Cache) Placed(uid types.UID) (node string, a contract.Allocation, ok bo
 	return ps.node, ps.alloc.Clone(), true
 }
 
-// Read calls fn with a lookup of nodes' placement state and the state's
-// generation, under the read lock: fn must not keep or change what lookup
-// returns, and must not call the cache. A node unknown to the cache (or
-// deleted) is nil. The generation changes whenever any card's use does.
+// NodeView is one node of a Snapshot.
+type NodeView struct {
+	// Node is the node as placement sees it; nil when the cache does not
+	// know it, or it was deleted. It is never changed: a change publishes
+	// another.
+	Node *policy.Node
+	// Slot numbers the node among the cache's, stable while the node
+	// lives (a freed slot is reused by a later node, whose Versions are
+	// new): policy.Answers keeps the node's answers under it.
+	Slot int
+}
+
+// Snapshot is some nodes as placement sees them, all at one generation of
+// the cache.
+type Snapshot struct {
+	// Gen is the generation: while the cache's is still Gen, no node's
+	// state has changed since.
+	Gen uint64
+	// Nodes are by position in the names asked for.
+	Nodes []NodeView
+	// Slots is the number of slots in use: every Slot is below it.
+	Slots int
+}
+
+// Snapshot returns the named nodes as placement sees them now. It holds the
+// read lock only to look them up: the nodes it returns are never changed
+// afterwards, so an evaluation reads them without the lock however long it
+// takes, and the informers' updates do not wait behind it.
+func (c *Cache) Snapshot(names []string) Snapshot {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	s := Snapshot{Gen: c.gen, Nodes: make([]NodeView, len(names)), Slots: c.slots}
+	for i, name := range names {
+		if ns, ok := c.nodes[name]; ok && ns.exists {
+			s.Nodes[i] = NodeView{Node: ns.pn, Slot: ns.slot}
+		}
+	}
+	return s
+}
+
+// Read calls fn with the cache's generation and a lookup of nodes as
+// placement sees them, under the read lock: fn must be quick and must not
+// call the cache (to evaluate many nodes, take a Snapshot). A node unknown
+// to the cache (or deleted) is nil; a node returned is never changed, and
+// fn may keep it. The generation changes whenever any card's use does.
 func (c *Cache) Read(fn func(gen uint64, lookup func(name string) *policy.Node)) {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
@@ -493,6 +588,6 @@ func (c *Cache) Read(fn func(gen uint64, lookup func(name string) *policy.Node))
 		if !ok || !ns.exists {
 			return nil
 		}
-		return &ns.pn
+		return ns.pn
 	})
 }

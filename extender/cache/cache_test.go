@@ -2,10 +2,13 @@ package cache
 
 import (
 	"errors"
+	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 
 	"github.com/gpupack/gpupack/contract"
 	"github.com/gpupack/gpupack/extender/policy"
@@ -17,7 +20,7 @@ var key = []byte("cache-test-key-0123456789")
 func newCache() *Cache { return New(Options{Unit: contract.GiB, SigningKey: key, Coverage: 0.95}) }
 
 // signed returns a bound pod whose decision the extender signed.
-func signed(w *fixture.PodWrapper, node, alloc string) *corev1.Pod {
+func signedPod(w *fixture.PodWrapper, node, alloc string) *corev1.Pod {
 	p := w.Node(node).Obj()
 	p.Annotations[contract.AnnotationAllocation] = alloc
 	p.Annotations[contract.AnnotationNode] = node
@@ -28,7 +31,7 @@ func signed(w *fixture.PodWrapper, node, alloc string) *corev1.Pod {
 // rewritten returns a bound pod whose signed plan the device plugin kept
 // beside the record it rewrote to what the kubelet gave.
 func rewritten(w *fixture.PodWrapper, node, plan, record string) *corev1.Pod {
-	p := signed(w, node, plan)
+	p := signedPod(w, node, plan)
 	p.Annotations[contract.AnnotationPlanned] = plan
 	p.Annotations[contract.AnnotationAllocation] = record
 	return p
@@ -76,7 +79,7 @@ func TestRebuildTrust(t *testing.T) {
 		wantTrust map[string]Trust
 	}{{
 		name:      "a signed decision is trusted",
-		pods:      []*corev1.Pod{signed(fixture.MakePod().Name("a").GPUMem(4), "n", `{"0":{"1":4}}`)},
+		pods:      []*corev1.Pod{signedPod(fixture.MakePod().Name("a").GPUMem(4), "n", `{"0":{"1":4}}`)},
 		wantUsed:  []int64{0, 4},
 		wantTrust: map[string]Trust{"a": Signed},
 	}, {
@@ -91,13 +94,13 @@ func TestRebuildTrust(t *testing.T) {
 		name: "a forged claim yields to a signed decision",
 		pods: []*corev1.Pod{
 			fixture.MakePod().Name("forged").Created(1).Node("n").GPUMem(8).Annotation(contract.AnnotationAllocation, `{"0":{"1":8}}`).Obj(),
-			signed(fixture.MakePod().Name("real").Created(2).GPUMem(12), "n", `{"0":{"1":12}}`),
+			signedPod(fixture.MakePod().Name("real").Created(2).GPUMem(12), "n", `{"0":{"1":12}}`),
 		},
 		wantUsed:  []int64{8, 12},
 		wantTrust: map[string]Trust{"forged": Fitted, "real": Signed},
 	}, {
 		name:      "a signature for another node is not trusted; the claim fits and is used",
-		pods:      []*corev1.Pod{onNode(signed(fixture.MakePod().Name("moved").GPUMem(4), "elsewhere", `{"0":{"1":4}}`), "n")},
+		pods:      []*corev1.Pod{onNode(signedPod(fixture.MakePod().Name("moved").GPUMem(4), "elsewhere", `{"0":{"1":4}}`), "n")},
 		wantUsed:  []int64{0, 4},
 		wantTrust: map[string]Trust{"moved": Claimed},
 	}, {
@@ -114,7 +117,7 @@ func TestRebuildTrust(t *testing.T) {
 		// 16+16 signed: the bound pod without annotations fits nowhere.
 		name: "a pod that fits no card is unplaced, not dropped",
 		pods: []*corev1.Pod{
-			signed(fixture.MakePod().Name("w").Container("", "2", ""), "n", `{"0":{"0":16,"1":16}}`),
+			signedPod(fixture.MakePod().Name("w").Container("", "2", ""), "n", `{"0":{"0":16,"1":16}}`),
 			fixture.MakePod().Name("extra").Node("n").GPUMem(1).Obj(),
 		},
 		wantUsed:  []int64{16, 16},
@@ -126,7 +129,7 @@ func TestRebuildTrust(t *testing.T) {
 		name: "a swap half rewritten counts the signed plans",
 		pods: []*corev1.Pod{
 			rewritten(fixture.MakePod().Name("a").GPUMem(6), "n", `{"0":{"0":6}}`, `{"0":{"1":6}}`),
-			signed(fixture.MakePod().Name("b").GPUMem(6), "n", `{"0":{"1":6}}`),
+			signedPod(fixture.MakePod().Name("b").GPUMem(6), "n", `{"0":{"1":6}}`),
 		},
 		wantUsed:  []int64{6, 6},
 		wantTrust: map[string]Trust{"a": Signed, "b": Signed},
@@ -144,8 +147,8 @@ func TestRebuildTrust(t *testing.T) {
 	}, {
 		name: "finished pods free their share",
 		pods: []*corev1.Pod{
-			signed(fixture.MakePod().Name("done").GPUMem(4).Phase(corev1.PodSucceeded), "n", `{"0":{"0":4}}`),
-			signed(fixture.MakePod().Name("failed").GPUMem(4).Phase(corev1.PodFailed), "n", `{"0":{"1":4}}`),
+			signedPod(fixture.MakePod().Name("done").GPUMem(4).Phase(corev1.PodSucceeded), "n", `{"0":{"0":4}}`),
+			signedPod(fixture.MakePod().Name("failed").GPUMem(4).Phase(corev1.PodFailed), "n", `{"0":{"1":4}}`),
 		},
 		wantUsed:  []int64{0, 0},
 		wantTrust: map[string]Trust{},
@@ -240,9 +243,18 @@ func TestNodes(t *testing.T) {
 			t.Errorf("got %+v", n)
 		}
 	})
+	t.Run("gpu-mem without gpu-count: no card, and says why", func(t *testing.T) {
+		nd := fixture.MakeNode("nocount").Legacy(16, 1).Obj()
+		delete(nd.Status.Allocatable, contract.ResourceGPUCount)
+		c.SetNode(nd)
+		n := c.Inspect("nocount")[0]
+		if len(n.Cards) != 0 || n.Source != "" || !strings.Contains(n.Problem, "without aliyun.com/gpu-count") {
+			t.Errorf("got %+v", n)
+		}
+	})
 	t.Run("a deleted node keeps its pods counted until they go", func(t *testing.T) {
 		c.SetNode(fixture.MakeNode("d").Cards("T4", fixture.GiB(16)).Obj())
-		p := signed(fixture.MakePod().Name("on-d").GPUMem(2), "d", `{"0":{"0":2}}`)
+		p := signedPod(fixture.MakePod().Name("on-d").GPUMem(2), "d", `{"0":{"0":2}}`)
 		c.SetPod(p)
 		c.DeleteNode("d")
 		gone := true
@@ -260,7 +272,7 @@ func TestNodes(t *testing.T) {
 func TestStatusUpdatesKeepTheDecision(t *testing.T) {
 	c := newCache()
 	c.SetNode(fixture.MakeNode("n").Cards("T4", fixture.GiB(16), fixture.GiB(16)).Obj())
-	p := signed(fixture.MakePod().Name("a").GPUMem(4), "n", `{"0":{"1":4}}`)
+	p := signedPod(fixture.MakePod().Name("a").GPUMem(4), "n", `{"0":{"1":4}}`)
 	c.SetPod(p)
 	before := c.gen
 	p.Status.Phase = corev1.PodRunning
@@ -288,5 +300,249 @@ func TestStatusUpdatesKeepTheDecision(t *testing.T) {
 	c.SetPod(p)
 	if got := used(c, "n"); !cmp.Equal(got, []int64{2, 0}) {
 		t.Errorf("after success: %v", got)
+	}
+}
+
+// where says where pod p counts: its state as named in the table at state
+// (pod.go), its node and cards; "none" when it counts nowhere.
+func where(c *Cache) string {
+	for _, n := range c.Inspect("") {
+		var cards []int
+		var share PodShare
+		for _, card := range n.Cards {
+			for _, s := range card.Pods {
+				if s.Name == "p" {
+					cards, share = append(cards, card.Index), s
+				}
+			}
+		}
+		for _, s := range n.Unplaced {
+			if s.Name == "p" {
+				share = s
+			}
+		}
+		if share.Name == "" {
+			continue
+		}
+		state := string(share.Trust)
+		if share.Trust == Assumed && !share.Bound {
+			state = "binding"
+		}
+		return fmt.Sprintf("%s %s%v", state, n.Name, cards)
+	}
+	return "none"
+}
+
+// TestStateTable drives pod p (4 GiB) from every state of the table at
+// state (pod.go) through every event, on nodes n and m of two 16 GiB cards,
+// and checks where it ends: the table, cell by cell.
+func TestStateTable(t *testing.T) {
+	p := func() *fixture.PodWrapper { return fixture.MakePod().Name("p").Created(2).GPUMem(4) }
+	assume := func(c *Cache) error {
+		pod := p().Obj()
+		req, _ := RequestOf(pod)
+		return c.Assume(pod, req, "n", contract.Allocation{0: {1: 4}})
+	}
+	// Each state: p on card 1 of n, but fitted (its claim of 5 does not
+	// match its request: best fit, card 0) and unplaced (w, set up below,
+	// holds both cards).
+	from := map[string]func(c *Cache){
+		"none":    func(*Cache) {},
+		"binding": func(c *Cache) { _ = assume(c) },
+		"assumed": func(c *Cache) { _ = assume(c); c.Bound("uid-p") },
+		"signed":  func(c *Cache) { c.SetPod(signedPod(p(), "n", `{"0":{"1":4}}`)) },
+		"claimed": func(c *Cache) {
+			c.SetPod(p().Node("n").Annotation(contract.AnnotationAllocation, `{"0":{"1":4}}`).Obj())
+		},
+		"fitted": func(c *Cache) {
+			c.SetPod(p().Node("n").Annotation(contract.AnnotationAllocation, `{"0":{"1":5}}`).Obj())
+		},
+		"unplaced": func(c *Cache) { c.SetPod(p().Node("n").Obj()) },
+	}
+	events := []struct {
+		name string
+		do   func(c *Cache) error
+	}{
+		{"Assume", assume},
+		{"Bound", func(c *Cache) error { c.Bound("uid-p"); return nil }},
+		{"Forget", func(c *Cache) error { c.Forget("uid-p"); return nil }},
+		{"pending", func(c *Cache) error { c.SetPod(p().Obj()); return nil }},
+		// As the informer shows p on n, with an unsigned claim of card 0
+		// (an edit, or gpushare's extender): read, it is claimed there.
+		{"on its node", func(c *Cache) error {
+			c.SetPod(p().Node("n").Annotation(contract.AnnotationAllocation, `{"0":{"0":4}}`).Obj())
+			return nil
+		}},
+		{"on another node", func(c *Cache) error {
+			c.SetPod(p().Node("m").Annotation(contract.AnnotationAllocation, `{"0":{"0":4}}`).Obj())
+			return nil
+		}},
+		{"ended", func(c *Cache) error { c.SetPod(p().Node("n").Phase(corev1.PodSucceeded).Obj()); return nil }},
+		// A signed decision of 13 on card 1 arrives: 16-13 = 3 left there,
+		// so an untrusted p moves to card 0; a trusted p stays (4+13 > 16:
+		// the card shows over-committed rather than a decision moved).
+		{"recount", func(c *Cache) error {
+			c.SetPod(signedPod(fixture.MakePod().Name("q").GPUMem(13), "n", `{"0":{"1":13}}`))
+			return nil
+		}},
+	}
+	// The rows of the table, one cell per event in events' order (Assume,
+	// Bound, Forget, pending, on its node, on another node, ended, recount);
+	// "refused" is an Assume that fails with ErrAlreadyPlaced and changes
+	// nothing.
+	table := map[string][]string{
+		"none":     {"binding n[1]", "none", "none", "none", "claimed n[0]", "claimed m[0]", "none", "none"},
+		"binding":  {"refused", "assumed n[1]", "none", "binding n[1]", "assumed n[1]", "claimed m[0]", "none", "binding n[1]"},
+		"assumed":  {"refused", "assumed n[1]", "assumed n[1]", "assumed n[1]", "assumed n[1]", "claimed m[0]", "none", "assumed n[1]"},
+		"signed":   {"refused", "signed n[1]", "signed n[1]", "signed n[1]", "signed n[1]", "claimed m[0]", "none", "signed n[1]"},
+		"claimed":  {"refused", "claimed n[1]", "claimed n[1]", "claimed n[1]", "claimed n[0]", "claimed m[0]", "none", "fitted n[0]"},
+		"fitted":   {"refused", "fitted n[0]", "fitted n[0]", "fitted n[0]", "claimed n[0]", "claimed m[0]", "none", "fitted n[0]"},
+		"unplaced": {"refused", "unplaced n[]", "unplaced n[]", "unplaced n[]", "unplaced n[]", "claimed m[0]", "none", "unplaced n[]"},
+	}
+	for state, row := range table {
+		for i, ev := range events {
+			t.Run(state+"/"+ev.name, func(t *testing.T) {
+				c := newCache()
+				c.SetNode(fixture.MakeNode("n").Cards("T4", fixture.GiB(16), fixture.GiB(16)).Obj())
+				c.SetNode(fixture.MakeNode("m").Cards("T4", fixture.GiB(16), fixture.GiB(16)).Obj())
+				if state == "unplaced" {
+					// An older signed pod holds both cards whole.
+					c.SetPod(signedPod(fixture.MakePod().Name("w").Created(1).Container("", "2", ""), "n", `{"0":{"0":16,"1":16}}`))
+				}
+				from[state](c)
+				before := where(c)
+				if !strings.HasPrefix(before, state) {
+					t.Fatalf("set up %s, got %s", state, before)
+				}
+				err := ev.do(c)
+				want := row[i]
+				if want == "refused" {
+					if !errors.Is(err, ErrAlreadyPlaced) {
+						t.Errorf("Assume: %v, want ErrAlreadyPlaced", err)
+					}
+					want = before
+				} else if err != nil {
+					t.Fatal(err)
+				}
+				if got := where(c); got != want {
+					t.Errorf("%s then %s: %s, want %s", before, ev.name, got, want)
+				}
+			})
+		}
+	}
+}
+
+// TestNodeUpdates pins when a Node update recounts its node (re-placing its
+// untrusted pods and changing its Version, so that every result computed on
+// it is computed again): when what placement reads of it changes (cards,
+// allocatable CPU and memory), and only then.
+func TestNodeUpdates(t *testing.T) {
+	base := func() *fixture.NodeWrapper {
+		return fixture.MakeNode("n").Cards("T4", fixture.GiB(16), fixture.GiB(16))
+	}
+	tests := []struct {
+		name        string
+		update      *corev1.Node
+		wantRecount bool
+	}{
+		{"the same Node again (a resync)", base().Obj(), false},
+		{"a heartbeat: conditions, labels, an address", func() *corev1.Node {
+			n := base().Obj()
+			n.Labels = map[string]string{"topology.kubernetes.io/zone": "b"}
+			n.Status.Conditions = []corev1.NodeCondition{{Type: corev1.NodeReady, Status: corev1.ConditionTrue}}
+			n.Status.Addresses[0].Address = "10.0.0.9"
+			return n
+		}(), false},
+		{"a card turns unhealthy", base().Unhealthy(1).Obj(), true},
+		{"another card", base().Cards("T4", fixture.GiB(16)).Obj(), true},
+		{"less allocatable CPU", func() *corev1.Node {
+			n := base().Obj()
+			n.Status.Allocatable[corev1.ResourceCPU] = resource.MustParse("16")
+			return n
+		}(), true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := newCache()
+			c.SetNode(base().Obj())
+			// An untrusted pod, fitted on card 0.
+			c.SetPod(fixture.MakePod().Name("p").Node("n").GPUMem(4).Obj())
+			version := func() (v uint64) {
+				c.Read(func(_ uint64, lookup func(string) *policy.Node) { v = lookup("n").Version })
+				return v
+			}
+			before := version()
+			c.SetNode(tt.update)
+			if recounted := version() != before; recounted != tt.wantRecount {
+				t.Errorf("recounted: %v, want %v", recounted, tt.wantRecount)
+			}
+			if got := trustOf(c, "n", "p"); got != Fitted {
+				t.Errorf("p is %s, want fitted", got)
+			}
+		})
+	}
+}
+
+// TestPublishedNodesNeverChange: a node that placement was given (Read,
+// Snapshot) stays as it was while the cache changes, so an evaluation can
+// read it without the cache's lock.
+func TestPublishedNodesNeverChange(t *testing.T) {
+	c := newCache()
+	c.SetNode(fixture.MakeNode("n").Cards("T4", fixture.GiB(16)).Obj())
+	var read *policy.Node
+	c.Read(func(_ uint64, lookup func(string) *policy.Node) { read = lookup("n") })
+	snap := c.Snapshot([]string{"n", "ghost"})
+	was := read.Clone()
+	pod := fixture.MakePod().Name("a").GPUMem(10).Obj()
+	req, _ := RequestOf(pod)
+	if err := c.Assume(pod, req, "n", contract.Allocation{0: {0: 10}}); err != nil {
+		t.Fatal(err)
+	}
+	c.SetNode(fixture.MakeNode("n").Cards("T4", fixture.GiB(16)).Unhealthy(0).Obj())
+	if diff := cmp.Diff(was, read); diff != "" {
+		t.Errorf("the node Read gave changed (-was +now):\n%s", diff)
+	}
+	if snap.Nodes[0].Node != read || snap.Nodes[1].Node != nil {
+		t.Errorf("snapshot %+v, want n as Read gave it and no ghost", snap.Nodes)
+	}
+	now := c.Snapshot([]string{"n"})
+	if now.Gen == snap.Gen || now.Nodes[0].Node.Cards[0].Used != 10 || now.Nodes[0].Slot != snap.Nodes[0].Slot {
+		t.Errorf("snapshot after: gen %d (was %d), %+v", now.Gen, snap.Gen, now.Nodes[0])
+	}
+}
+
+// BenchmarkSnapshot measures what an evaluation of 5,000 nodes holds the
+// cache's read lock for: looking the nodes up, not rating them.
+func BenchmarkSnapshot(b *testing.B) {
+	c := newCache()
+	names := make([]string, 5000)
+	for i := range names {
+		names[i] = fmt.Sprintf("node-%04d", i)
+		c.SetNode(fixture.MakeNode(names[i]).Cards("T4", fixture.GiB(16), fixture.GiB(16)).Obj())
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		c.Snapshot(names)
+	}
+}
+
+// BenchmarkNodeHeartbeat measures a Node update that changes nothing
+// placement reads (a kubelet status update), on a node of eight cards and
+// eight pods, four of them untrusted.
+func BenchmarkNodeHeartbeat(b *testing.B) {
+	c := newCache()
+	node := fixture.MakeNode("n").Cards("A100", fixture.GiB(80), fixture.GiB(80), fixture.GiB(80), fixture.GiB(80), fixture.GiB(80), fixture.GiB(80), fixture.GiB(80), fixture.GiB(80)).Obj()
+	c.SetNode(node)
+	for i := range 8 {
+		w := fixture.MakePod().Name(fmt.Sprintf("p%d", i)).Created(int64(i)).GPUMem(10)
+		if i%2 == 0 {
+			c.SetPod(signedPod(w, "n", fmt.Sprintf(`{"0":{"%d":10}}`, i)))
+		} else {
+			c.SetPod(w.Node("n").Obj())
+		}
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		c.SetNode(node)
 	}
 }

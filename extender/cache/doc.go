@@ -7,6 +7,14 @@
 // rebuilds it from pod annotations and loses nothing. Only decisions signed
 // with the extender's key are trusted as such (see contract.Sign); anything
 // else a pod claims is used only where it fits, after every trusted decision.
+// A pod's states and what moves it between them are one table, at the type
+// state (pod.go).
 //
-// It depends on client-go and the policy package; it knows nothing of HTTP.
+// Placement reads a node as a policy.Node that the cache publishes on each
+// change and never changes afterwards (Snapshot), so an evaluation runs
+// without the cache's lock; each node has a slot, under which
+// policy.Answers keeps placement's answers while the node is unchanged.
+//
+// It depends on client-go, contract and the policy package; it knows nothing
+// of HTTP.
 package cache

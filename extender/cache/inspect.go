@@ -10,10 +10,12 @@ import (
 type NodeInfo struct {
 	Name    string `json:"name"`
 	Address string `json:"address,omitempty"`
-	// Source of the card list: "inventory" (gpupack device plugin),
-	// "allocatable" (gpushare device plugin), or "" (no GPU).
+	// Source of the card list: contract.SourceInventory (gpupack device
+	// plugin), contract.SourceAllocatable (gpushare device plugin), or ""
+	// (no card).
 	Source string `json:"source"`
-	// Problem says why a node's inventory was ignored, if it was.
+	// Problem says why what the node publishes of its cards was not used
+	// (contract.CardsOf), if it was not.
 	Problem   string     `json:"problem,omitempty"`
 	Exists    bool       `json:"exists"`
 	Total     int64      `json:"total"`
@@ -75,7 +77,7 @@ func (ns *nodeState) info() NodeInfo {
 		ni.Allocated += c.Used
 	}
 	for _, ps := range sortedPods(ns) {
-		if ps.trust == Unplaced {
+		if ps.state == unplaced {
 			for _, cr := range ps.req.Containers {
 				ni.Unplaced = append(ni.Unplaced, share(ps, cr.Index, cr.Mem))
 			}
@@ -93,7 +95,7 @@ func (ns *nodeState) info() NodeInfo {
 }
 
 func share(ps *podState, container int, units int64) PodShare {
-	return PodShare{Namespace: ps.namespace, Name: ps.name, UID: string(ps.uid), Container: container, Units: units, Trust: ps.trust, Bound: ps.bound}
+	return PodShare{Namespace: ps.namespace, Name: ps.name, UID: string(ps.uid), Container: container, Units: units, Trust: ps.state.trust(), Bound: ps.state != binding}
 }
 
 func sortedPods(ns *nodeState) []*podState {

@@ -15,7 +15,8 @@ import (
 	"github.com/gpupack/gpupack/extender/policy"
 )
 
-// Trust tells where a pod's allocation came from.
+// Trust tells where a pod's allocation came from, as /inspect shows it (a
+// pod's state, less whether its bind is done).
 type Trust string
 
 const (
@@ -35,6 +36,87 @@ const (
 	Unplaced Trust = "unplaced"
 )
 
+// state is where a pod stands in the cache. A pod has one from the moment
+// the extender assumes it or the informer shows it bound, until it ends or
+// is deleted ("none" below: a pod that is only pending is learned, never
+// counted).
+//
+// The states, and what moves a pod between them ("-": it stays; read and
+// place are below):
+//
+//	           | Assume   Bound    Forget | the informer shows the pod:           | recount
+//	           |                          | pending  on its node  on another node | of its node
+//	-----------+--------------------------+---------------------------------------+------------
+//	none       | binding  -        -      | -        read         read            | -
+//	binding    | refused  assumed  none   | -        assumed      read            | -
+//	assumed    | refused  -        -      | -        -            read            | -
+//	signed     | refused  -        -      | -        -            read            | -
+//	claimed,   | refused  -        -      | -        read if      read            | place
+//	fitted,    |                          |          changed                      |
+//	unplaced   |                          |                                       |
+//
+// In every state a pod that ends (Succeeded, Failed) or is deleted goes back
+// to none, and its node is recounted without it.
+//
+// read: the pod's annotations decide (claimOf). A decision that this
+// extender signed for this node is signed. Anything else is untrusted, and
+// placed by the recount of its node that follows at once.
+//
+// place: a recount (a pod added, changed or gone on the node, or a Node
+// update that changes its cards or allocatable CPU and memory) counts the
+// trusted decisions (binding, assumed, signed) first, then each untrusted
+// pod, oldest first: claimed where its annotations say if those cards have
+// room, else fitted where gpushare's best fit puts it, else unplaced (the
+// node is over-committed; its memory is counted on no card).
+//
+// So a trusted decision is never read again from the pod while it stays on
+// its node: editing the annotations of a running pod does not move its
+// share; and an untrusted pod never displaces a trusted one.
+//
+// A pod with no GPU request (or one the extender rejects) is in noGPU while
+// bound: its CPU and memory count, no card.
+type state uint8
+
+const (
+	noGPU    state = iota
+	binding        // assumed by this extender, the bind in flight
+	assumed        // assumed by this extender, the bind done
+	signed         // read: this extender's signed decision
+	claimed        // untrusted: where its annotations say
+	fitted         // untrusted: where it fits best
+	unplaced       // untrusted: on no card
+)
+
+// trusted reports whether the pod's allocation is counted before any
+// untrusted pod's: this extender decided it.
+func (s state) trusted() bool { return s == binding || s == assumed || s == signed }
+
+// seenBound is the state once the bind is known done: binding becomes
+// assumed; every other state stays.
+func (s state) seenBound() state {
+	if s == binding {
+		return assumed
+	}
+	return s
+}
+
+// trust is the state as /inspect shows it.
+func (s state) trust() Trust {
+	switch s {
+	case binding, assumed:
+		return Assumed
+	case signed:
+		return Signed
+	case claimed:
+		return Claimed
+	case fitted:
+		return Fitted
+	case unplaced:
+		return Unplaced
+	}
+	return ""
+}
+
 // podState is what the cache keeps of one pod.
 type podState struct {
 	uid       types.UID
@@ -43,14 +125,13 @@ type podState struct {
 	node      string
 	created   int64 // creation time, Unix ns, to order untrusted pods
 	req       *policy.Request
-	// claim is what the annotations say (nil when unsigned and malformed).
+	state     state
+	// claim is what unsigned annotations say (nil when malformed).
 	claim contract.Allocation
-	// alloc is what the cache counts on the node's cards.
+	// alloc is what the cache counts on the node's cards (nil: none).
 	alloc contract.Allocation
-	trust Trust
-	// bound is false while the bind is in flight (assumed only).
-	bound bool
-	// fingerprint is what placement read of the pod object (see fingerprint).
+	// fingerprint is what placement read of the pod object (see
+	// fingerprint); "" for a pod the extender assumed.
 	fingerprint string
 }
 
@@ -80,8 +161,6 @@ func fingerprint(pod *corev1.Pod) string {
 	}
 	return b.String()
 }
-
-func (p *podState) trusted() bool { return p.trust == Assumed || p.trust == Signed }
 
 // RequestOf builds the placement request of a pod: its GPU containers, the
 // models it allows, its CPU and memory. It returns contract.ErrNoGPU for a pod
