@@ -37,7 +37,7 @@ func benchServer(b testing.TB, pol string, unit contract.Unit) *Server {
 	if err != nil {
 		b.Fatal(err)
 	}
-	c := cache.New(cache.Options{Unit: unit, SigningKey: testKey, Coverage: p.WorkloadCoverage(0), Logger: klog.Background().V(10)})
+	c := cache.New(cache.Options{Unit: unit, SigningKey: testKey, Policy: p, Logger: klog.Background().V(10)})
 	client := fake.NewClientset()
 	cfg := &config.Config{Policy: pol, MemoryUnit: string(unit)}
 	config.SetDefaults(cfg)

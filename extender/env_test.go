@@ -58,7 +58,7 @@ func newEnvWith(t testing.TB, cfg *config.Config, objs ...runtime.Object) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.cache = cache.New(cache.Options{Unit: unit, SigningKey: testKey, Coverage: pol.WorkloadCoverage(cfg.WorkloadCoverage)})
+	e.cache = cache.New(cache.Options{Unit: unit, SigningKey: testKey, Policy: pol, WorkloadCoverage: cfg.WorkloadCoverage})
 	factory := informers.NewSharedInformerFactory(e.client, 0)
 	synced, err := e.cache.Watch(factory)
 	if err != nil {

@@ -35,7 +35,7 @@ func Run(ctx context.Context, cfg *config.Config, client kubernetes.Interface) e
 	if err != nil {
 		return err
 	}
-	c := cache.New(cache.Options{Unit: unit, SigningKey: key, Coverage: pol.WorkloadCoverage(cfg.WorkloadCoverage), Logger: log.WithName("cache")})
+	c := cache.New(cache.Options{Unit: unit, SigningKey: key, Policy: pol, WorkloadCoverage: cfg.WorkloadCoverage, Logger: log.WithName("cache")})
 	factory := informers.NewSharedInformerFactory(client, 0)
 	synced, err := c.Watch(factory)
 	if err != nil {

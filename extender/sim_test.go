@@ -63,7 +63,7 @@ func TestHandlersPlaceAsTheSimulator(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			res, err := sim.Replay(sim.Config{Nodes: nodes, Pods: pods, Policy: pol, Seed: seed, Workload: sim.Seen, Coverage: pol.WorkloadCoverage(0), Ties: sim.TieFirst})
+			res, err := sim.Replay(sim.Config{Nodes: nodes, Pods: pods, Policy: pol, Seed: seed, Workload: sim.Seen, Ties: sim.TieFirst})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -49,8 +49,9 @@ type Config struct {
 	// Workload is what a policy that reads a workload estimate measures
 	// against (Seen if empty).
 	Workload WorkloadSource
-	// Coverage is the share of pods whose shapes the workload keeps (0.95).
-	Coverage float64
+	// WorkloadCoverage is the share of pods whose shapes the workload
+	// estimate keeps; 0: the policy's own (policy.Policy.WorkloadCoverage).
+	WorkloadCoverage float64
 	// Ties breaks ties between the best nodes (DefaultTies if empty).
 	Ties TieBreak
 	// Cold rates every node for every pod; otherwise a node whose state did
@@ -145,14 +146,14 @@ func Replay(cfg Config) (*Result, error) {
 	if cfg.Policy.NeedsWorkload {
 		switch cfg.Workload {
 		case Trace:
-			all := policy.NewLearner(cfg.Coverage)
+			all := policy.NewLearner(cfg.Policy, cfg.WorkloadCoverage)
 			all.SetCapacity(cards)
 			for _, r := range reqs {
 				all.Observe(r)
 			}
 			fixed = all.Workload()
 		case Seen, "":
-			learner = policy.NewLearner(cfg.Coverage)
+			learner = policy.NewLearner(cfg.Policy, cfg.WorkloadCoverage)
 			learner.SetCapacity(cards)
 		default:
 			return nil, fmt.Errorf("unknown workload source %q: want %s or %s", cfg.Workload, Seen, Trace)

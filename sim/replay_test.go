@@ -165,7 +165,7 @@ func TestReplayPlacementsRecheck(t *testing.T) {
 		for _, ties := range []TieBreak{TieFirst, TieRandom, TiePermutation} {
 			t.Run(name+"/"+string(ties), func(t *testing.T) {
 				p, _ := policy.Get(policy.Name(name))
-				cfg := Config{Nodes: testNodes(), Pods: testPods(), Policy: p, Seed: 42, Workload: Seen, Coverage: 0.95, Ties: ties}
+				cfg := Config{Nodes: testNodes(), Pods: testPods(), Policy: p, Seed: 42, Workload: Seen, WorkloadCoverage: 0.95, Ties: ties}
 				r, err := Replay(cfg)
 				if err != nil {
 					t.Fatal(err)
@@ -363,7 +363,7 @@ func TestReplayKeptAnswersChangeNothing(t *testing.T) {
 			p, _ := policy.Get(policy.Name(name))
 			var runs [2][]Placement
 			for i, cold := range []bool{false, true} {
-				r, err := Replay(Config{Nodes: nodes, Pods: pods, Policy: p, Seed: 42, Workload: Seen, Coverage: 0.95, Cold: cold})
+				r, err := Replay(Config{Nodes: nodes, Pods: pods, Policy: p, Seed: 42, Workload: Seen, WorkloadCoverage: 0.95, Cold: cold})
 				if err != nil {
 					t.Fatal(err)
 				}

@@ -21,11 +21,11 @@ type Options struct {
 	Policies            []string
 	Seeds               []int64
 	Workload            WorkloadSource
-	// Coverage is the share of pods whose shapes the workload estimate keeps;
-	// 0: the policy's own (Policy.WorkloadCoverage).
-	Coverage float64
-	Cold     bool
-	Ties     TieBreak
+	// WorkloadCoverage is the share of pods whose shapes the workload
+	// estimate keeps; 0: the policy's own (policy.Policy.WorkloadCoverage).
+	WorkloadCoverage float64
+	Cold             bool
+	Ties             TieBreak
 	// Parallel is how many seeds replay at once (each on one goroutine).
 	Parallel int
 	Out      string
@@ -133,7 +133,6 @@ func Run(opts Options) ([]*Summary, error) {
 }
 
 func runPolicy(opts Options, nodes []Node, pods []Pod, p *policy.Policy, name, dir string) (*Summary, error) {
-	opts.Coverage = p.WorkloadCoverage(opts.Coverage)
 	type out struct {
 		fig   SeedFigures
 		curve []Point
@@ -146,7 +145,7 @@ func runPolicy(opts Options, nodes []Node, pods []Pod, p *policy.Policy, name, d
 	for range min(opts.Parallel, len(opts.Seeds)) {
 		wg.Go(func() {
 			for i := range next {
-				cfg := Config{Nodes: nodes, Pods: pods, Policy: p, Seed: opts.Seeds[i], Workload: opts.Workload, Coverage: opts.Coverage, Cold: opts.Cold, Ties: opts.Ties}
+				cfg := Config{Nodes: nodes, Pods: pods, Policy: p, Seed: opts.Seeds[i], Workload: opts.Workload, WorkloadCoverage: opts.WorkloadCoverage, Cold: opts.Cold, Ties: opts.Ties}
 				r, err := Replay(cfg)
 				if err == nil {
 					err = WritePlacementsFile(dir, &cfg, r)
@@ -170,7 +169,7 @@ func runPolicy(opts Options, nodes []Node, pods []Pod, p *policy.Policy, name, d
 	}
 	close(next)
 	wg.Wait()
-	s := &Summary{Protocol: ProtocolText, Nodes: opts.NodesFile, Pods: opts.PodsFile, Policy: name, Workload: string(opts.Workload), Coverage: opts.Coverage, Cold: opts.Cold, Ties: string(opts.Ties), Capacity: Capacity(nodes)}
+	s := &Summary{Protocol: ProtocolText, Nodes: opts.NodesFile, Pods: opts.PodsFile, Policy: name, Workload: string(opts.Workload), Coverage: p.WorkloadCoverage(opts.WorkloadCoverage), Cold: opts.Cold, Ties: string(opts.Ties), Capacity: Capacity(nodes)}
 	if !p.NeedsWorkload {
 		s.Workload = "none (the policy reads no workload)"
 	}

@@ -98,8 +98,8 @@ as the published FGD runs did).`,
 			default:
 				return fmt.Errorf("--ties %q: want %s, %s or %s", ties, sim.TieFirst, sim.TieRandom, sim.TiePermutation)
 			}
-			if opts.Coverage < 0 || opts.Coverage > 1 {
-				return fmt.Errorf("--coverage %v: want a fraction in (0, 1], or 0 for the policy's own", opts.Coverage)
+			if opts.WorkloadCoverage < 0 || opts.WorkloadCoverage > 1 {
+				return fmt.Errorf("--coverage %v: want a fraction in (0, 1], or 0 for the policy's own", opts.WorkloadCoverage)
 			}
 			opts.Log = cmd.ErrOrStderr()
 			summaries, err := sim.Run(opts)
@@ -121,7 +121,7 @@ as the published FGD runs did).`,
 	f.StringVar(&opts.Out, "out", "", "output folder (created)")
 	f.StringVar(&workload, "workload", string(sim.Seen), "what fragmentation is measured against: seen (pods arrived so far) or trace (the whole file)")
 	f.StringVar(&ties, "ties", string(sim.DefaultTies), "which of the best-scored nodes gets a pod: perm (first in a random order of the nodes drawn per seed, as the published simulator; reproduces its figures), first (in the node list's order) or random (drawn per pod, kube-scheduler's rule)")
-	f.Float64Var(&opts.Coverage, "coverage", 0, fmt.Sprintf("share of pods whose shapes the workload estimate keeps (0: the policy's own, %.2f for fill; else %.2f as in the paper)", fillCoverage(), policy.DefaultCoverage))
+	f.Float64Var(&opts.WorkloadCoverage, "coverage", 0, fmt.Sprintf("share of pods whose shapes the workload estimate keeps (0: the policy's own, %.2f for fill; else %.2f as in the paper)", fillCoverage(), policy.DefaultCoverage))
 	f.BoolVar(&opts.Cold, "cold", false, "rate every node for every pod (no reuse of unchanged nodes' results): the decision time of a cold cache")
 	f.IntVar(&opts.Parallel, "parallel", 0, "seeds replayed at once (0: one per CPU)")
 	for _, name := range []string{"nodes", "pods", "out"} {

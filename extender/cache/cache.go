@@ -22,9 +22,13 @@ type Options struct {
 	// SigningKey verifies the signatures of decisions at rebuild. Empty: no
 	// annotation is trusted as a decision (each is used only where it fits).
 	SigningKey []byte
-	// Coverage is the fraction of pods the workload estimate keeps (its
-	// most frequent shapes); see policy.Policy.WorkloadCoverage.
-	Coverage float64
+	// Policy is the placement policy whose workload estimate the cache
+	// learns (nil: policy.DefaultCoverage for WorkloadCoverage 0).
+	Policy *policy.Policy
+	// WorkloadCoverage is the share of pods whose shapes (the most frequent
+	// first) the workload estimate keeps; 0: the policy's own
+	// (policy.Policy.WorkloadCoverage).
+	WorkloadCoverage float64
 	// Logger logs state changes that need an operator's eye.
 	Logger klog.Logger
 }
@@ -100,7 +104,7 @@ func New(opts Options) *Cache {
 		opts:    opts,
 		nodes:   map[string]*nodeState{},
 		pods:    map[types.UID]*podState{},
-		learner: policy.NewLearner(opts.Coverage),
+		learner: policy.NewLearner(opts.Policy, opts.WorkloadCoverage),
 		learned: map[types.UID]struct{}{},
 	}
 }

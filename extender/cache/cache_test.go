@@ -17,7 +17,9 @@ import (
 
 var key = []byte("cache-test-key-0123456789")
 
-func newCache() *Cache { return New(Options{Unit: contract.GiB, SigningKey: key, Coverage: 0.95}) }
+func newCache() *Cache {
+	return New(Options{Unit: contract.GiB, SigningKey: key, WorkloadCoverage: 0.95})
+}
 
 // signed returns a bound pod whose decision the extender signed.
 func signedPod(w *fixture.PodWrapper, node, alloc string) *corev1.Pod {
@@ -544,5 +546,41 @@ func BenchmarkNodeHeartbeat(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		c.SetNode(node)
+	}
+}
+
+// TestWorkloadCoverage: a coverage of 0 is the policy's own, never a
+// workload estimate that keeps no shape.
+func TestWorkloadCoverage(t *testing.T) {
+	fill, err := policy.Get(policy.Fill)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name   string
+		opts   Options
+		shapes int // of the 100 pods' two shapes, 99 and 1
+	}{
+		// fill keeps 0.99 of the pods: the 99 of one shape.
+		{"fill's own", Options{Policy: fill}, 1},
+		{"configured", Options{Policy: fill, WorkloadCoverage: 1}, 2},
+		// no policy: DefaultCoverage, 0.95.
+		{"no policy", Options{}, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.opts.Unit, tc.opts.SigningKey = contract.GiB, key
+			c := New(tc.opts)
+			for i := range 100 {
+				mem := int64(4)
+				if i == 0 {
+					mem = 8
+				}
+				c.SetPod(fixture.MakePod().Name(fmt.Sprintf("p%d", i)).GPUMem(mem).Obj())
+			}
+			w := c.Workload()
+			if w == nil || len(w.Shapes) != tc.shapes {
+				t.Fatalf("workload %+v, want %d shapes", w, tc.shapes)
+			}
+		})
 	}
 }

@@ -104,7 +104,13 @@ func (w *Workload) index() {
 
 // NewWorkload keeps the most frequent shapes that together cover coverage
 // (0..1] of the pods counted, weighted by their frequency among those kept.
+// A coverage outside (0, 1] keeps every shape: 0 is no coverage a workload
+// can have, and where a coverage is optional (0: the policy's own), the
+// caller resolves it first with Policy.WorkloadCoverage.
 func NewWorkload(counts map[Shape]int64, coverage float64) *Workload {
+	if !(coverage > 0 && coverage <= 1) {
+		coverage = 1
+	}
 	type sc struct {
 		s Shape
 		n int64

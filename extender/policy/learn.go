@@ -20,11 +20,15 @@ func (l *Learner) SetCapacity(cards map[string]int64) {
 	l.w = nil
 }
 
-// NewLearner returns a learner that keeps the most frequent shapes covering
-// coverage (0..1] of the pods seen.
-func NewLearner(coverage float64) *Learner {
-	return &Learner{coverage: coverage, shapes: map[Shape]int64{}}
+// NewLearner returns a learner of the workload estimate p reads: it keeps
+// the most frequent shapes covering p.WorkloadCoverage(coverage) of the
+// pods seen, so a coverage of 0 is the policy's own.
+func NewLearner(p *Policy, coverage float64) *Learner {
+	return &Learner{coverage: p.WorkloadCoverage(coverage), shapes: map[Shape]int64{}}
 }
+
+// Coverage is the share of pods whose shapes the estimate keeps.
+func (l *Learner) Coverage() float64 { return l.coverage }
 
 // Observe counts one pod.
 func (l *Learner) Observe(r *Request) {

@@ -7,7 +7,7 @@ import (
 )
 
 func TestLearnerRebuildsAsPodsGrow(t *testing.T) {
-	l := NewLearner(0.95)
+	l := NewLearner(nil, 0.95)
 	if w, fresh := l.Fresh(); w != nil || !fresh {
 		t.Fatalf("before any pod: %v %v, want nil and fresh", w, fresh)
 	}

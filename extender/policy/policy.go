@@ -56,12 +56,14 @@ const DefaultCoverage = 0.95
 
 // WorkloadCoverage is the coverage a workload estimate for p keeps: the
 // configured one when set (above 0), else the policy's own, else
-// DefaultCoverage. The extender and the simulator both ask here.
+// DefaultCoverage (also for no policy, p nil). Everywhere a coverage is
+// optional (the extender's workloadCoverage, cache.Options, sim.Config,
+// gpupack-sim --coverage), 0 means the policy's own, resolved here.
 func (p *Policy) WorkloadCoverage(configured float64) float64 {
 	switch {
 	case configured > 0:
 		return configured
-	case p.Coverage > 0:
+	case p != nil && p.Coverage > 0:
 		return p.Coverage
 	}
 	return DefaultCoverage

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 
 	"github.com/gpupack/gpupack/contract"
 )
@@ -354,11 +355,51 @@ func TestFragmentation(t *testing.T) {
 
 func TestNewWorkload(t *testing.T) {
 	a, b, c := Shape{Share: 1, Cards: 1}, Shape{Share: 2, Cards: 1}, Shape{Cards: 1}
+	counts := map[Shape]int64{a: 6, b: 3, c: 1}
 	// 6+3 = 9 of 10 pods reach 90%: c is left out; weights 6/9 and 3/9.
-	w := NewWorkload(map[Shape]int64{a: 6, b: 3, c: 1}, 0.9)
-	want := []WeightedShape{{Shape: a, Weight: 6.0 / 9}, {Shape: b, Weight: 3.0 / 9}}
-	if diff := cmp.Diff(want, w.Shapes, cmp.AllowUnexported(WeightedShape{}, modelMatch{})); diff != "" {
-		t.Errorf("shapes (-want +got):\n%s", diff)
+	ninety := []WeightedShape{{Shape: a, Weight: 6.0 / 9}, {Shape: b, Weight: 3.0 / 9}}
+	every := []WeightedShape{{Shape: a, Weight: 0.6}, {Shape: b, Weight: 0.3}, {Shape: c, Weight: 0.1}}
+	for _, tc := range []struct {
+		name     string
+		coverage float64
+		want     []WeightedShape
+	}{
+		{"90%", 0.9, ninety},
+		// 6 of 10 pods is 60%: a alone covers it.
+		{"60%", 0.6, []WeightedShape{{Shape: a, Weight: 1}}},
+		{"all", 1, every},
+		// Not a coverage: every shape, never an empty workload.
+		{"0", 0, every},
+		{"negative", -0.5, every},
+		{"above 1", 1.5, every},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w := NewWorkload(counts, tc.coverage)
+			if diff := cmp.Diff(tc.want, w.Shapes, cmp.AllowUnexported(WeightedShape{}, modelMatch{}), cmpopts.EquateApprox(0, 1e-12)); diff != "" {
+				t.Errorf("shapes (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestWorkloadCoverage(t *testing.T) {
+	fill, fgd := mustGet(t, Fill), mustGet(t, FGD)
+	for _, tc := range []struct {
+		name       string
+		p          *Policy
+		configured float64
+		want       float64
+	}{
+		{"fill's own", fill, 0, 0.99},
+		{"fgd's own", fgd, 0, DefaultCoverage},
+		{"configured wins", fill, 0.8, 0.8},
+		{"no policy", nil, 0, DefaultCoverage},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := tc.p.WorkloadCoverage(tc.configured); got != tc.want {
+				t.Errorf("WorkloadCoverage(%v) = %v, want %v", tc.configured, got, tc.want)
+			}
+		})
 	}
 }
 
@@ -494,4 +535,13 @@ func TestFragmentationOnePassAgrees(t *testing.T) {
 			t.Fatalf("trial %d: one pass %v, card by card %v\nnode %+v\nshapes %+v", trial, got, want, n, w.Shapes)
 		}
 	}
+}
+
+func mustGet(t *testing.T, name Name) *Policy {
+	t.Helper()
+	p, err := Get(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
 }
