@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/signal"
@@ -94,9 +95,44 @@ a hostPath mounted at the same path in the plugin's container.`,
 	return cmd
 }
 
-func run(ctx context.Context, f *flags) error {
+// validate refuses flag values the plugin cannot run with, every one
+// named, before anything starts (a non-positive interval used to panic a
+// ticker).
+func (f *flags) validate() error {
+	var errs []error
 	if f.node == "" {
-		return fmt.Errorf("--node-name (or $NODE_NAME) is required")
+		errs = append(errs, errors.New("--node-name (or $NODE_NAME) is required"))
+	}
+	if _, err := contract.ParseUnit(f.unit); err != nil {
+		errs = append(errs, fmt.Errorf("--memory-unit: %w", err))
+	}
+	for _, d := range []struct {
+		name     string
+		v        time.Duration
+		zeroMean string // "": 0 is refused too
+	}{
+		{"usage-interval", f.usageInterval, ""},
+		{"reconcile-interval", f.reconcileInterval, ""},
+		{"evict-over-share-after", f.evictAfter, "only report"},
+		// nvml takes a Quiet of 0 for its default, not for "at once"
+		{"health-recovery", f.quiet, ""},
+	} {
+		switch {
+		case d.zeroMean == "" && d.v <= 0:
+			errs = append(errs, fmt.Errorf("--%s=%v: want a positive duration, e.g. 5s", d.name, d.v))
+		case d.v < 0:
+			errs = append(errs, fmt.Errorf("--%s=%v: want 0 (%s) or a positive duration", d.name, d.v, d.zeroMean))
+		}
+	}
+	if f.metricsPort < 0 || f.metricsPort > 65535 {
+		errs = append(errs, fmt.Errorf("--metrics-port=%d: want 1..65535, or 0 for none", f.metricsPort))
+	}
+	return errors.Join(errs...)
+}
+
+func run(ctx context.Context, f *flags) error {
+	if err := f.validate(); err != nil {
+		return err
 	}
 	unit, err := contract.ParseUnit(f.unit)
 	if err != nil {

@@ -154,6 +154,15 @@ func TestFlagErrors(t *testing.T) {
 		{[]string{"--node-name=n", "--memory-unit=KiB"}, "KiB"},
 		{[]string{"--node-name=n", "--nvml=mock:nope", "--mock-state=" + filepath.Join(t.TempDir(), "s.json")}, "neither a preset"},
 		{[]string{"extra"}, "unknown command"},
+		// a ticker of 0 used to panic the plugin
+		{[]string{"--node-name=n", "--usage-interval=0"}, "--usage-interval=0s: want a positive duration"},
+		{[]string{"--node-name=n", "--reconcile-interval=-1s"}, "--reconcile-interval=-1s: want a positive duration"},
+		{[]string{"--node-name=n", "--evict-over-share-after=-5m"}, "--evict-over-share-after=-5m0s: want 0 (only report) or a positive duration"},
+		{[]string{"--node-name=n", "--health-recovery=-1s"}, "--health-recovery=-1s: want a positive duration"},
+		{[]string{"--node-name=n", "--health-recovery=0"}, "--health-recovery=0s: want a positive duration"},
+		{[]string{"--node-name=n", "--metrics-port=70000"}, "--metrics-port=70000: want 1..65535"},
+		// every bad flag is named at once
+		{[]string{"--node-name=", "--usage-interval=0", "--memory-unit=KiB"}, "--node-name (or $NODE_NAME) is required\n--memory-unit: "},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
