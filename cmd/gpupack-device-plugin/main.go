@@ -28,7 +28,9 @@ import (
 var Version = "dev"
 
 func main() {
-	if err := newCommand().Execute(); err != nil {
+	err := newCommand().Execute()
+	klog.Flush() // the JSON format buffers; nothing logged is lost at exit
+	if err != nil {
 		os.Exit(1)
 	}
 }
@@ -91,7 +93,8 @@ a hostPath mounted at the same path in the plugin's container.`,
 	fl.DurationVar(&f.quiet, "health-recovery", 5*time.Minute, "how long a card made unhealthy by an Xid or ECC error must stay quiet to be healthy again")
 	fl.UintSliceVar(&f.ignoredXids, "ignored-xids", defaultIgnoredXids(), "Xids that are the application's fault, not the card's")
 	fl.BoolVar(&f.cgpuDisabled, "cgpu-disable", false, "set CGPU_DISABLE=true in every container (also when the node is labelled "+contract.LabelCGPUDisable+"=true)")
-	fl.AddGoFlagSet(cli.KlogFlags())
+	logging := cli.AddLoggingFlags(fl)
+	cmd.PersistentPreRunE = func(*cobra.Command, []string) error { return logging.Apply() }
 	return cmd
 }
 

@@ -18,7 +18,9 @@ import (
 )
 
 func main() {
-	if err := newCommand().Execute(); err != nil {
+	err := newCommand().Execute()
+	klog.Flush() // the JSON format buffers; nothing logged is lost at exit
+	if err != nil {
 		os.Exit(1)
 	}
 }
@@ -81,7 +83,7 @@ Flags win over the file.`,
 	f.IntVar(&port, "port", config.DefaultPort, "port to serve the extender API on")
 	f.StringVar(&pol, "policy", "default", fmt.Sprintf("scoring policy: one of %v, or default (%s)", policy.Names(), policy.Default))
 	f.StringVar(&configFile, "config", "", "YAML configuration file for the other settings (see above)")
-	klogFlags := cli.KlogFlags()
-	f.AddGoFlagSet(klogFlags)
+	logging := cli.AddLoggingFlags(f)
+	cmd.PersistentPreRunE = func(*cobra.Command, []string) error { return logging.Apply() }
 	return cmd
 }

@@ -345,6 +345,7 @@ func TestDeployChart(t *testing.T) {
 		set: []string{
 			"scheduler.replicas=3", "memoryUnit=MiB", "extender.policy=fgd", "extender.signingKey.existingSecret=my-key",
 			"extender.workloadCoverage=0.9", // --set passes it as a string
+			"extender.logFormat=json", "devicePlugin.logFormat=json",
 			"devicePlugin.evictOverShareAfter=10m", "devicePlugin.ignoredXids={13,31,43}", "devicePlugin.cgpuDisable=true",
 			"devicePlugin.runtimeClassName=nvidia", "devicePlugin.podResources=false", "devicePlugin.kubeletDir=/var/lib/k0s/kubelet",
 			"scheduler.image.tag=v1.36.0",
@@ -357,11 +358,15 @@ func TestDeployChart(t *testing.T) {
 			if findObject(objs, "Secret", "") != nil {
 				t.Errorf("a Secret rendered although existingSecret is set")
 			}
+			sched := mustFindObject(t, objs, "Deployment", "gpupack-scheduler")
+			if got, ok := argValue(templateContainer(t, sched, "gpupack-extender").Args, "logging-format"); got != "json" {
+				t.Errorf("extender --logging-format=%q (set %v), want json", got, ok)
+			}
 			ds := mustFindObject(t, objs, "DaemonSet", "gpupack-device-plugin")
 			args := templateContainer(t, ds, "device-plugin").Args
 			for flag, want := range map[string]string{
 				"evict-over-share-after": "10m", "ignored-xids": "13,31,43", "memory-unit": "MiB",
-				"pod-resources-socket": "", "device-plugin-dir": "/var/lib/k0s/kubelet/device-plugins",
+				"pod-resources-socket": "", "device-plugin-dir": "/var/lib/k0s/kubelet/device-plugins", "logging-format": "json",
 			} {
 				if got, ok := argValue(args, flag); !ok || got != want {
 					t.Errorf("--%s=%q (set %v), want %q", flag, got, ok, want)
