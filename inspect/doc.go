@@ -10,8 +10,10 @@
 // annotations the extender writes on pods (the allocation, or gpushare's
 // card index). Live use and utilisation come from the device plugin's
 // /metrics through the API server's pod proxy, where a gpupack device
-// plugin pod runs.
+// plugin pod runs, read by the Prometheus text parser (prometheus/common's
+// expfmt).
 //
-// It depends on the contract package, client-go and the standard library
-// only: no cgo, no go-nvml, nothing of the extender.
+// It depends on the contract package, client-go, prometheus/common's expfmt
+// and model, prometheus/client_model and the standard library only: no cgo,
+// no go-nvml, nothing of the extender.
 package inspect

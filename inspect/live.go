@@ -1,14 +1,17 @@
 package inspect
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
@@ -68,7 +71,11 @@ func (m *PluginMetrics) Live(ctx context.Context, node string) (map[int]Live, er
 		if err != nil {
 			return nil, fmt.Errorf("reading the metrics of %s/%s: %w", pod.Namespace, pod.Name, err)
 		}
-		return ParseMetrics(body)
+		live, err := ParseMetrics(body)
+		if err != nil {
+			return nil, fmt.Errorf("reading the metrics of %s/%s: %w", pod.Namespace, pod.Name, err)
+		}
+		return live, nil
 	}
 	return nil, fmt.Errorf("%w (%s, selector %s)", ErrNoDevicePlugin, node, sel)
 }
@@ -99,99 +106,85 @@ const (
 )
 
 // ParseMetrics reads the per-card utilisation and memory in use from the
-// device plugin's Prometheus text exposition. A card whose live state
-// could not be read at the scrape (card_sample_ok 0) is left out.
+// device plugin's Prometheus text exposition (format 0.0.4, as promhttp
+// serves it without content negotiation). A card whose live state could not
+// be read at the scrape (card_sample_ok 0), or that reports a value that is
+// not a finite number (NaN, ±Inf), is left out; a series without an integer
+// index label is ignored. A body that is not valid text exposition is an
+// error, not an empty view.
 func ParseMetrics(text []byte) (map[int]Live, error) {
-	out := map[int]Live{}
-	failed := map[int]bool{}
-	sc := bufio.NewScanner(bytes.NewReader(text))
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		if line == "" || line[0] == '#' {
-			continue
-		}
-		name, labels, value, ok := splitSample(line)
-		if !ok || (name != metricUtilization && name != metricUsed && name != metricSampleOK) {
-			continue
-		}
-		idx, err := strconv.Atoi(label(labels, "index"))
-		if err != nil {
-			continue
-		}
-		v, err := strconv.ParseFloat(value, 64)
-		if err != nil {
-			return nil, fmt.Errorf("metrics: %s: value %q: %w", name, value, err)
-		}
-		l := out[idx]
-		switch name {
-		case metricUtilization:
-			l.Utilization = v
-		case metricUsed:
-			l.UsedBytes = int64(v)
-		case metricSampleOK:
-			failed[idx] = v == 0
-		}
-		out[idx] = l
+	// The format ends every line with '\n'; a body cut after its last
+	// sample is still read, as before.
+	if n := len(text); n > 0 && text[n-1] != '\n' {
+		text = append(text[:n:n], '\n')
 	}
-	if err := sc.Err(); err != nil {
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := parser.TextToMetricFamilies(bytes.NewReader(text))
+	if err != nil {
 		return nil, fmt.Errorf("metrics: %w", err)
 	}
-	for idx, f := range failed {
-		if f {
+	out := map[int]Live{}
+	// failed: the last card_sample_ok says 0; unmeasured: a value is not
+	// a finite number.
+	failed, unmeasured := map[int]bool{}, map[int]bool{}
+	for _, name := range []string{metricUtilization, metricUsed, metricSampleOK} {
+		mf := families[name]
+		for _, m := range mf.GetMetric() {
+			idx, ok := cardIndex(m)
+			if !ok {
+				continue
+			}
+			v, err := sampleValue(mf, m)
+			if err != nil {
+				return nil, fmt.Errorf("metrics: %w", err)
+			}
+			l := out[idx]
+			switch name {
+			case metricUtilization:
+				l.Utilization = v
+			case metricUsed:
+				l.UsedBytes = int64(v)
+			case metricSampleOK:
+				failed[idx] = v == 0
+			}
+			if math.IsNaN(v) || math.IsInf(v, 0) {
+				unmeasured[idx] = true
+			}
+			out[idx] = l
+		}
+	}
+	for idx := range out {
+		if failed[idx] || unmeasured[idx] {
 			delete(out, idx)
 		}
 	}
 	return out, nil
 }
 
-// splitSample splits `name{labels} value [timestamp]`.
-func splitSample(line string) (name, labels, value string, ok bool) {
-	if i := strings.IndexByte(line, '{'); i >= 0 {
-		j := strings.LastIndexByte(line, '}')
-		if j < i {
-			return "", "", "", false
+// cardIndex is the series' index label, when it is an integer.
+func cardIndex(m *dto.Metric) (int, bool) {
+	for _, lp := range m.GetLabel() {
+		if lp.GetName() == "index" {
+			idx, err := strconv.Atoi(lp.GetValue())
+			return idx, err == nil
 		}
-		name, labels, line = line[:i], line[i+1:j], line[j+1:]
-	} else {
-		sp := strings.IndexByte(line, ' ')
-		if sp < 0 {
-			return "", "", "", false
-		}
-		name, line = line[:sp], line[sp:]
 	}
-	f := strings.Fields(line)
-	if len(f) == 0 {
-		return "", "", "", false
-	}
-	return name, labels, f[0], true
+	return 0, false
 }
 
-// label returns the value of key in `k1="v1",k2="v2"` (escapes kept).
-func label(labels, key string) string {
-	for labels != "" {
-		eq := strings.IndexByte(labels, '=')
-		if eq < 0 || eq+1 >= len(labels) || labels[eq+1] != '"' {
-			return ""
-		}
-		k := strings.TrimSpace(labels[:eq])
-		rest := labels[eq+2:]
-		end := 0
-		for end < len(rest) && rest[end] != '"' {
-			if rest[end] == '\\' {
-				end++
-			}
-			end++
-		}
-		if end >= len(rest) {
-			return ""
-		}
-		if k == key {
-			return rest[:end]
-		}
-		labels = strings.TrimPrefix(rest[end+1:], ",")
+// sampleValue is the value of a gauge, counter or untyped sample (the text
+// format makes a series without a TYPE line untyped).
+func sampleValue(mf *dto.MetricFamily, m *dto.Metric) (float64, error) {
+	switch mf.GetType() {
+	case dto.MetricType_GAUGE:
+		return m.GetGauge().GetValue(), nil
+	case dto.MetricType_UNTYPED:
+		return m.GetUntyped().GetValue(), nil
+	case dto.MetricType_COUNTER:
+		return m.GetCounter().GetValue(), nil
+	default:
+		return 0, fmt.Errorf("%s is a %s; want a gauge", mf.GetName(), strings.ToLower(mf.GetType().String()))
 	}
-	return ""
 }
 
 // AddLive fills in each card's live state from src, node by node; a node

@@ -96,12 +96,14 @@ var rules = map[string]rule{
 		imports:     []string{"contract", "mock"},
 		notDependOn: []string{devPlugin, extender},
 	},
-	// "It depends on the contract package, client-go and the standard
-	// library only: no cgo, no go-nvml, nothing of the extender."
+	// "It depends on the contract package, client-go, prometheus/common's
+	// expfmt and model, prometheus/client_model and the standard library
+	// only: no cgo, no go-nvml, nothing of the extender."
 	"inspect": {
-		imports:        []string{"contract"},
-		onlyThirdParty: []string{clientGo + "/", "k8s.io/api/", "k8s.io/apimachinery/"},
-		notDependOn:    []string{goNVML, extender},
+		imports: []string{"contract"},
+		onlyThirdParty: []string{clientGo + "/", "k8s.io/api/", "k8s.io/apimachinery/",
+			"github.com/prometheus/common/expfmt", "github.com/prometheus/common/model", "github.com/prometheus/client_model/go"},
+		notDependOn: []string{goNVML, extender},
 	},
 	// "It depends on extender/policy and contract only: no client-go, no
 	// HTTP, no go-nvml (it builds with CGO_ENABLED=0)".
