@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -248,12 +247,12 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 		BaseContext:       func(net.Listener) context.Context { return ctx },
 	}
 	if t := s.cfg.TLS; t != nil {
-		tc, err := serverTLS(t)
+		files, err := newTLSFiles(t, log)
 		if err != nil {
 			return err
 		}
-		srv.TLSConfig = tc
-		l = tls.NewListener(l, tc)
+		srv.TLSConfig = files.config()
+		l = tls.NewListener(l, srv.TLSConfig)
 	}
 	log.Info("Extender serving", "address", l.Addr().String(), "tls", s.cfg.TLS != nil, "policy", s.policy.Name, "unit", s.unit)
 	return serveUntilDone(ctx, srv, l)
@@ -307,25 +306,4 @@ func (s *Server) ServeProbes(ctx context.Context, l net.Listener) error {
 	srv := &http.Server{Handler: s.ProbeHandler(), ReadHeaderTimeout: 10 * time.Second}
 	klog.FromContext(ctx).Info("Serving probes and metrics", "address", l.Addr().String())
 	return serveUntilDone(ctx, srv, l)
-}
-
-func serverTLS(t *config.TLS) (*tls.Config, error) {
-	cert, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
-	if err != nil {
-		return nil, fmt.Errorf("loading the serving certificate: %w", err)
-	}
-	tc := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
-	if t.ClientCAFile != "" {
-		pem, err := os.ReadFile(t.ClientCAFile)
-		if err != nil {
-			return nil, fmt.Errorf("reading the client CA: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("client CA %s holds no PEM certificate", t.ClientCAFile)
-		}
-		tc.ClientCAs = pool
-		tc.ClientAuth = tls.VerifyClientCertIfGiven
-	}
-	return tc, nil
 }
