@@ -29,9 +29,9 @@ type DaemonConfig struct {
 
 // RunDaemon is the device plugin of one node: it watches the node's pods,
 // serves and registers the plugin (again after every kubelet restart),
-// publishes the cards on the Node, watches card health and GPU memory use,
-// reconciles with the kubelet's PodResources API and serves metrics, until
-// ctx ends.
+// publishes the cards on the Node (retrying for publishStartupFor), watches
+// card health and GPU memory use, reconciles with the kubelet's
+// PodResources API and serves metrics, until ctx ends.
 func RunDaemon(ctx context.Context, cfg DaemonConfig, lib nvml.Interface, client kubernetes.Interface) error {
 	log := klog.FromContext(ctx)
 	node, err := client.CoreV1().Nodes().Get(ctx, cfg.NodeName, metav1.GetOptions{})
@@ -60,7 +60,10 @@ func RunDaemon(ctx context.Context, cfg DaemonConfig, lib nvml.Interface, client
 		return ctx.Err()
 	}
 	log.Info("Cards found", "node", cfg.NodeName, "cards", p.Inventory().String(), "unit", cfg.Unit)
-	if err := p.PublishNode(ctx); err != nil {
+	pctx, cancelPublish := context.WithTimeout(ctx, publishStartupFor)
+	err = p.publishRetrying(pctx)
+	cancelPublish()
+	if err != nil {
 		return err
 	}
 

@@ -21,6 +21,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/record"
 	"k8s.io/klog/v2"
@@ -50,7 +51,7 @@ type Options struct {
 	// ProcRoot is where the host's /proc is seen ("" for /proc): soft
 	// isolation maps GPU processes to pods through their cgroups there.
 	ProcRoot string
-	// Recorder records events on pods (nil: none).
+	// Recorder records events on pods and on the node (nil: none).
 	Recorder record.EventRecorder
 	// EvictOverShareAfter evicts a pod whose container holds more than its
 	// share for this long (0: never; the overrun is only reported).
@@ -131,6 +132,9 @@ type Plugin struct {
 	// pass soon.
 	holdings holdings
 	kick     chan struct{}
+	// publishBackoff paces the retries of a failed publish of the node's
+	// cards (publishRetrying).
+	publishBackoff wait.Backoff
 	// closers are what New opened (the PodResources connection), closed
 	// once by close.
 	closers   []io.Closer
@@ -152,7 +156,7 @@ func New(opts Options, lib nvml.Interface, pods PodSource, client kubernetes.Int
 		return nil, errors.New("NVML reports no GPU on this node")
 	}
 	p := &Plugin{opts: opts, nvml: lib, pods: pods, client: client, byUUID: map[string]int{},
-		watchers: map[chan struct{}]struct{}{}}
+		watchers: map[chan struct{}]struct{}{}, publishBackoff: publishBackoff}
 	for _, d := range devs {
 		p.cards = append(p.cards, card{Device: d, units: opts.Unit.FromMiB(d.MemoryMiB), healthy: true})
 		p.byUUID[d.UUID] = d.Index
@@ -240,38 +244,6 @@ func (p *Plugin) ListAndWatch(_ *pluginapi.Empty, stream grpc.ServerStreamingSer
 			return nil
 		}
 	}
-}
-
-// setHealth records a card's health and tells every ListAndWatch stream.
-func (p *Plugin) setHealth(index int, healthy bool) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if c := p.card(index); c != nil {
-		c.healthy = healthy
-	}
-	for ch := range p.watchers {
-		select {
-		case ch <- struct{}{}:
-		default:
-		}
-	}
-}
-
-// WatchHealth applies NVML health events until ctx ends.
-func (p *Plugin) WatchHealth(ctx context.Context) error {
-	events, err := p.nvml.Health(ctx, p.opts.Health)
-	if err != nil {
-		return err
-	}
-	log := klog.FromContext(ctx)
-	for e := range events {
-		log.Info("Card health changed", "node", p.opts.NodeName, "card", e.Index, "healthy", e.Healthy, "reason", e.Reason)
-		p.setHealth(e.Index, e.Healthy)
-		if err := p.PublishNode(ctx); err != nil {
-			log.Error(err, "Publishing card health")
-		}
-	}
-	return nil
 }
 
 // GetPreferredAllocation steers the kubelet to the cards of the oldest
