@@ -174,6 +174,13 @@ func TestBindFailures(t *testing.T) {
 		}
 	})
 	t.Run("a pod bound twice", func(t *testing.T) {
+		// Bound as the extender's informer sees it: until then the cache
+		// refuses the second bind (already placed), as it should, but
+		// with another message.
+		e.eventually("the pod lister sees rollback bound", func() bool {
+			p, err := e.srv.pods.Pods("default").Get("rollback")
+			return err == nil && p.Spec.NodeName == "n1"
+		})
 		if got := bind("rollback", e.pod("default", "rollback").UID, "n2"); !strings.Contains(got, "already bound to n1") {
 			t.Errorf("error %q", got)
 		}
