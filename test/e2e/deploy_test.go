@@ -276,9 +276,19 @@ func checkChartConfigs(t *testing.T, objs []*unstructured.Unstructured, schedule
 	if want := "http://127.0.0.1:" + strconv.Itoa(ec.Port) + "/gpushare-scheduler"; ext.URLPrefix != want {
 		t.Errorf("kube-scheduler calls %s, the extender listens at %s", ext.URLPrefix, want)
 	}
-	// Nothing exposes the extender outside its pod.
-	if svc := findObject(objs, "Service", ""); svc != nil {
-		t.Errorf("Service %s rendered: the extender must stay on loopback", svc.GetName())
+	// Nothing exposes the extender's verbs outside its pod: a Service of
+	// the scheduler's pods may reach only the read-only probes port
+	// (/healthz, /readyz, /metrics, /version), never the verbs' port.
+	for _, svc := range objs {
+		if svc.GetKind() != "Service" || svc.GetLabels()["app.kubernetes.io/name"] != schedulerName {
+			continue
+		}
+		ports, _, _ := unstructured.NestedSlice(svc.Object, "spec", "ports")
+		for _, p := range ports {
+			if target := p.(map[string]any)["targetPort"]; target != "probes" {
+				t.Errorf("Service %s reaches port %v of the scheduler's pods: the extender's verbs must stay on loopback", svc.GetName(), target)
+			}
+		}
 	}
 	if ds := findObject(objs, "DaemonSet", "gpupack-device-plugin"); ds != nil {
 		unit, _ := argValue(templateContainer(t, ds, "device-plugin").Args, "memory-unit")
