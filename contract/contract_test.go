@@ -92,6 +92,12 @@ func TestModelAllowed(t *testing.T) {
 		{"V100M16|T4", "T4", true},
 		{"V100M16,V100M32", "V100M32", true},
 		{"V100M16", "V100M32", false},
+		// ' ' and '-' alike: the device plugin's product label value
+		// names the model it was made from
+		{"H100-80GB-HBM3", "NVIDIA H100 80GB HBM3", true},
+		{"H100 80GB", "NVIDIA H100 80GB HBM3", true},
+		{"NVIDIA-A100", "NVIDIA A100-SXM4-80GB", true},
+		{"H100-80", "NVIDIA H100 80GB HBM3", false},
 	}
 	for _, tt := range tests {
 		if got := contract.ModelAllowed(contract.ParseModels(tt.allowed), tt.model); got != tt.want {

@@ -56,6 +56,33 @@ const (
 	LabelCGPUDisable = "cgpu.disable.isolation"
 )
 
+// Node labels the device plugin sets from what NVML found, for
+// nodeSelectors and node affinity. A label whose value NVML cannot give is
+// removed, not left stale.
+const (
+	// LabelGPUProduct is the node's card model, in the form a pod's
+	// AnnotationModels admits: the NVML name without its vendor prefix
+	// ("NVIDIA ", "Tesla "), each character a label value cannot hold
+	// turned into '-': "NVIDIA A100-SXM4-80GB" is "A100-SXM4-80GB". On a
+	// node of several models it is the model of the most cards (a tie goes
+	// to the model of the lowest-indexed card), and LabelGPUMixed is set.
+	LabelGPUProduct = "gpupack.io/gpu.product"
+	// LabelGPUMemory is the memory of the node's smallest card, in MiB:
+	// every card of the node has at least this much.
+	LabelGPUMemory = "gpupack.io/gpu.memory"
+	// LabelGPUCount is the number of cards on the node, healthy or not.
+	LabelGPUCount = "gpupack.io/gpu.count"
+	// LabelGPUMixed is "true" on a node of more than one card model, and
+	// absent otherwise.
+	LabelGPUMixed = "gpupack.io/gpu.mixed"
+	// LabelDriverVersion is the NVIDIA kernel driver's version, e.g.
+	// "550.54.15".
+	LabelDriverVersion = "gpupack.io/gpu.driver.version"
+	// LabelCUDADriverVersion is the newest CUDA version the driver
+	// supports, as major.minor, e.g. "12.4".
+	LabelCUDADriverVersion = "gpupack.io/cuda.driver.version"
+)
+
 // Container environment returned by the device plugin's Allocate.
 const (
 	EnvVisibleDevices = "NVIDIA_VISIBLE_DEVICES"

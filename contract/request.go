@@ -135,29 +135,34 @@ func ParseModels(s string) []string {
 }
 
 // ModelAllowed reports whether a card of the given model may be used by a pod
-// that allows these models (nil allows all). Names compare case-insensitively
-// once a vendor prefix ("NVIDIA ", "Tesla ") is dropped, and an allowed name
-// also matches a model that continues it after '-' or ' ': "A100" allows
-// "NVIDIA A100-SXM4-80GB" but "A10" does not.
+// that allows these models (nil allows all). Names compare case-insensitively,
+// with ' ' and '-' alike, once a vendor prefix ("NVIDIA", "Tesla") is
+// dropped; an allowed name also matches a model that continues it after a
+// separator: "A100" allows "NVIDIA A100-SXM4-80GB" but "A10" does not, and
+// the device plugin's label value "H100-80GB-HBM3" allows "NVIDIA H100 80GB
+// HBM3".
 func ModelAllowed(allowed []string, model string) bool {
 	if len(allowed) == 0 {
 		return true
 	}
-	m := trimVendor(model)
+	m := modelKey(model)
 	for _, a := range allowed {
-		a = trimVendor(a)
+		a = modelKey(a)
 		if len(m) < len(a) || !strings.EqualFold(m[:len(a)], a) {
 			continue
 		}
-		if len(m) == len(a) || m[len(a)] == '-' || m[len(a)] == ' ' {
+		if len(m) == len(a) || m[len(a)] == '-' {
 			return true
 		}
 	}
 	return false
 }
 
-func trimVendor(s string) string {
-	for _, p := range []string{"NVIDIA ", "Tesla "} {
+// modelKey is a model name as ModelAllowed compares it: spaces as '-', the
+// vendor prefix dropped.
+func modelKey(s string) string {
+	s = strings.ReplaceAll(s, " ", "-")
+	for _, p := range []string{"NVIDIA-", "Tesla-"} {
 		if len(s) > len(p) && strings.EqualFold(s[:len(p)], p) {
 			s = s[len(p):]
 		}

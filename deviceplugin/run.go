@@ -105,17 +105,27 @@ func (p *Plugin) registerRetrying(ctx context.Context) error {
 	}
 }
 
-// PublishNode writes the card inventory annotation on the node and
-// aliyun.com/gpu-count (all cards) into its status capacity and
-// allocatable, so the extender sizes each card and sees its health.
+// PublishNode writes the card inventory annotation and the gpupack.io/gpu.*
+// labels (nodeLabels) on the node in one patch, and aliyun.com/gpu-count
+// (all cards) into its status capacity and allocatable, so the extender
+// sizes each card and sees its health, and pods can select the node by
+// its cards.
 func (p *Plugin) PublishNode(ctx context.Context) error {
 	if p.client == nil {
 		return nil
 	}
 	inv := p.Inventory()
-	meta, _ := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": map[string]string{contract.AnnotationInventory: inv.String()}}})
+	sys, err := p.nvml.System()
+	if err != nil {
+		// The labels NVML could not give are removed; the rest is published.
+		klog.FromContext(ctx).Error(err, "Reading the driver's versions for the node's labels", "node", p.opts.NodeName)
+	}
+	meta, _ := json.Marshal(map[string]any{"metadata": map[string]any{
+		"annotations": map[string]string{contract.AnnotationInventory: inv.String()},
+		"labels":      nodeLabels(inv.Cards, sys),
+	}})
 	if _, err := p.client.CoreV1().Nodes().Patch(ctx, p.opts.NodeName, types.MergePatchType, meta, metav1.PatchOptions{}); err != nil {
-		return fmt.Errorf("writing the inventory of node %s: %w", p.opts.NodeName, err)
+		return fmt.Errorf("writing the inventory and labels of node %s: %w", p.opts.NodeName, err)
 	}
 	n := strconv.Itoa(len(inv.Cards))
 	st, _ := json.Marshal(map[string]any{"status": map[string]any{

@@ -9,6 +9,15 @@ import (
 	"k8s.io/klog/v2"
 )
 
+// The driver the simulated NVML reports, a release of the R550 branch.
+const (
+	// DriverVersion is what SystemGetDriverVersion returns.
+	DriverVersion = "550.54.15"
+	// CUDADriverVersion is what SystemGetCudaDriverVersion returns: CUDA
+	// 12.4, encoded as NVML does (1000*major + 10*minor).
+	CUDADriverVersion = 12040
+)
+
 // Option configures the simulated NVML.
 type Option func(*options)
 
@@ -60,8 +69,10 @@ func newLib(st *Store, opts ...Option) (*lib, nvml.Interface) {
 			}
 			return len(s.Cards), nvml.SUCCESS
 		},
-		DeviceGetHandleByIndexFunc: func(i int) (nvml.Device, nvml.Return) { return m.device(i) },
-		EventSetCreateFunc:         func() (nvml.EventSet, nvml.Return) { return m.eventSet(), nvml.SUCCESS },
+		DeviceGetHandleByIndexFunc:     func(i int) (nvml.Device, nvml.Return) { return m.device(i) },
+		SystemGetDriverVersionFunc:     func() (string, nvml.Return) { return DriverVersion, nvml.SUCCESS },
+		SystemGetCudaDriverVersionFunc: func() (int, nvml.Return) { return CUDADriverVersion, nvml.SUCCESS },
+		EventSetCreateFunc:             func() (nvml.EventSet, nvml.Return) { return m.eventSet(), nvml.SUCCESS },
 	}
 	return m, iface
 }

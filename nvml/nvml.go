@@ -45,6 +45,16 @@ type Sample struct {
 	Processes    []Process
 }
 
+// System is what NVML says of the node's driver. A field NVML cannot give
+// (an old driver, a call it does not support) is empty.
+type System struct {
+	// DriverVersion is the kernel driver's version, e.g. "550.54.15".
+	DriverVersion string
+	// CUDADriverVersion is the newest CUDA version the driver supports, as
+	// major.minor, e.g. "12.4".
+	CUDADriverVersion string
+}
+
 // Interface is what gpupack needs of NVML. Implementations are safe for
 // concurrent use.
 type Interface interface {
@@ -52,6 +62,8 @@ type Interface interface {
 	Devices() ([]Device, error)
 	// Sample reads a card's live state.
 	Sample(index int) (Sample, error)
+	// System says what NVML knows of the node's driver.
+	System() (System, error)
 	// Health streams health changes of the cards until ctx ends.
 	Health(ctx context.Context, opts HealthOptions) (<-chan HealthEvent, error)
 	// Shutdown releases the library.
@@ -170,6 +182,35 @@ func (l *lib) Devices() ([]Device, error) {
 		out[i] = dev
 	}
 	return out, nil
+}
+
+// System reads the driver's versions. A version NVML does not support
+// asking for is left empty; any other failure is returned, with the
+// versions that were read.
+func (l *lib) System() (System, error) {
+	var s System
+	var errs []error
+	v, ret := l.nvml.SystemGetDriverVersion()
+	switch {
+	case ret == gonvml.SUCCESS:
+		s.DriverVersion = v
+	case !unsupported(ret):
+		errs = append(errs, wrap("driver version", ret))
+	}
+	cuda, ret := l.nvml.SystemGetCudaDriverVersion()
+	switch {
+	case ret == gonvml.SUCCESS && cuda > 0:
+		// NVML encodes 12.4 as 12040: 1000*major + 10*minor.
+		s.CUDADriverVersion = fmt.Sprintf("%d.%d", cuda/1000, cuda%1000/10)
+	case ret != gonvml.SUCCESS && !unsupported(ret):
+		errs = append(errs, wrap("CUDA driver version", ret))
+	}
+	return s, errors.Join(errs...)
+}
+
+// unsupported reports whether ret says that the driver cannot answer.
+func unsupported(ret gonvml.Return) bool {
+	return ret == gonvml.ERROR_NOT_SUPPORTED || ret == gonvml.ERROR_FUNCTION_NOT_FOUND
 }
 
 // memory reads memory through the v2 call (which, unlike v1, does not count

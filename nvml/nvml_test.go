@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	gonvml "github.com/NVIDIA/go-nvml/pkg/nvml"
+	nvmlmock "github.com/NVIDIA/go-nvml/pkg/nvml/mock"
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/gpupack/gpupack/mock"
@@ -145,4 +147,41 @@ func TestRealLibraryMissing(t *testing.T) {
 		t.Fatalf("err = %v, want ErrLibraryNotFound", err)
 	}
 	t.Log(err)
+}
+
+func TestSystem(t *testing.T) {
+	_, lib := newMock(t, "t4x4")
+	got, err := lib.System()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 12040 = 1000*12 + 10*4
+	if diff := cmp.Diff(nvml.System{DriverVersion: mock.DriverVersion, CUDADriverVersion: "12.4"}, got); diff != "" {
+		t.Errorf("System (-want +got):\n%s", diff)
+	}
+}
+
+func TestSystemUnsupported(t *testing.T) {
+	s, err := mock.NewState(mock.Config{Node: "node-a", Preset: "t4x4"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := mock.Create(filepath.Join(t.TempDir(), "nvml.json"), s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw := mock.New(st).(*nvmlmock.Interface)
+	raw.SystemGetDriverVersionFunc = func() (string, gonvml.Return) { return "", gonvml.ERROR_NOT_SUPPORTED }
+	raw.SystemGetCudaDriverVersionFunc = func() (int, gonvml.Return) { return 0, gonvml.ERROR_UNKNOWN }
+	lib, err := nvml.New(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := lib.System()
+	if err == nil {
+		t.Error("an unknown NVML failure was not returned")
+	}
+	if got != (nvml.System{}) {
+		t.Errorf("System = %+v, want nothing known", got)
+	}
 }
