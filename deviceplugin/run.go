@@ -11,6 +11,7 @@ import (
 	"github.com/fsnotify/fsnotify"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/klog/v2"
 	pluginapi "k8s.io/kubelet/pkg/apis/deviceplugin/v1beta1"
 
@@ -89,20 +90,22 @@ func (p *Plugin) Run(ctx context.Context) error {
 // still be starting.
 const registerRetryFor = 10 * time.Second
 
-// registerRetrying registers, retrying for registerRetryFor.
+// registerRetryEvery paces the registration attempts.
+const registerRetryEvery = 200 * time.Millisecond
+
+// registerRetrying registers, retrying every registerRetryEvery for
+// registerRetryFor; it returns the last registration error when that time
+// runs out, ctx's when ctx ends.
 func (p *Plugin) registerRetrying(ctx context.Context) error {
-	deadline := time.Now().Add(registerRetryFor)
-	for {
-		err := p.Register(ctx)
-		if err == nil || time.Now().After(deadline) || ctx.Err() != nil {
-			return err
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(200 * time.Millisecond):
-		}
+	var last error
+	err := wait.PollUntilContextTimeout(ctx, registerRetryEvery, registerRetryFor, true, func(ctx context.Context) (bool, error) {
+		last = p.Register(ctx)
+		return last == nil, nil
+	})
+	if err != nil && last != nil && ctx.Err() == nil {
+		return last
 	}
+	return err
 }
 
 // PublishNode writes the card inventory annotation and the gpupack.io/gpu.*

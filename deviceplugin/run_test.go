@@ -2,6 +2,7 @@ package deviceplugin
 
 import (
 	"context"
+	"errors"
 	"net"
 	"os"
 	"path/filepath"
@@ -159,4 +160,51 @@ func TestRunClosesThePodResourcesConnection(t *testing.T) {
 	}
 	// Run has returned: the kubelet sees the connection closed.
 	waitFor(t, func() bool { return conns.n.Load() == 0 })
+}
+
+// TestRegisterRetrying: registration is retried until the kubelet's socket
+// answers, and ends with the context.
+func TestRegisterRetrying(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		// kubeletAfter: when the kubelet starts serving (0: never);
+		// cancelAfter: when the context ends (0: never).
+		kubeletAfter, cancelAfter time.Duration
+		wantErr                   error
+	}{
+		{name: "the kubelet comes up later", kubeletAfter: 700 * time.Millisecond},
+		{name: "the context ends first", cancelAfter: 500 * time.Millisecond, wantErr: context.Canceled},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, ctx := ktesting.NewTestContext(t)
+			ctx, cancel := context.WithCancel(ctx)
+			defer cancel()
+			dir := socketDir(t)
+			_, lib := mockNVML(t, dir, "t4x4")
+			p, err := New(Options{NodeName: "node-a", Dir: dir, Unit: contract.GiB}, lib, &pods{}, fake.NewClientset())
+			if err != nil {
+				t.Fatal(err)
+			}
+			kubelet := make(chan chan *pluginapi.RegisterRequest, 1)
+			if tc.kubeletAfter > 0 {
+				time.AfterFunc(tc.kubeletAfter, func() {
+					k, r := startKubelet(t, dir)
+					t.Cleanup(k.Stop)
+					kubelet <- r
+				})
+			}
+			if tc.cancelAfter > 0 {
+				time.AfterFunc(tc.cancelAfter, cancel)
+			}
+			err = p.registerRetrying(ctx)
+			if !errors.Is(err, tc.wantErr) {
+				t.Fatalf("registerRetrying: %v, want %v", err, tc.wantErr)
+			}
+			if tc.wantErr == nil {
+				if r := registration(t, <-kubelet); r.ResourceName != string(contract.ResourceGPUMem) {
+					t.Errorf("registered %q", r.ResourceName)
+				}
+			}
+		})
+	}
 }
