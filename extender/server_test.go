@@ -176,25 +176,11 @@ func TestTLSClientCertForBind(t *testing.T) {
 	cliCert, cliKey := newLeaf(t, ca, caKey, "kube-scheduler", x509.ExtKeyUsageClientAuth)
 
 	cfg := &config.Config{Policy: "binpack", TLS: &config.TLS{CertFile: filepath.Join(dir, "tls.crt"), KeyFile: filepath.Join(dir, "tls.key"), ClientCAFile: filepath.Join(dir, "ca.crt")}}
-	e := newEnvWith(t, cfg, cluster()...)
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, ctx := ktesting.NewTestContext(t)
-	ctx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- e.srv.Serve(ctx, l) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-	})
+	addr := serveExtender(t, cfg)
 
 	pool := x509.NewCertPool()
 	pool.AddCert(ca)
-	url := "https://" + l.Addr().String()
+	url := "https://" + addr
 	body := `{"podName":"nobody","podNamespace":"default","node":"n1"}`
 	anonymous := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
 	scheduler := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{{Certificate: [][]byte{cliCert.Raw}, PrivateKey: cliKey}}}}}
@@ -230,6 +216,28 @@ func TestTLSClientCertForBind(t *testing.T) {
 			}
 		})
 	}
+}
+
+// serveExtender runs an extender of cfg on a loopback port until the test ends,
+// and returns its address.
+func serveExtender(t *testing.T, cfg *config.Config) string {
+	t.Helper()
+	e := newEnvWith(t, cfg, cluster()...)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, ctx := ktesting.NewTestContext(t)
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- e.srv.Serve(ctx, l) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	})
+	return l.Addr().String()
 }
 
 func newCA(t *testing.T) (*x509.Certificate, *ecdsa.PrivateKey) {

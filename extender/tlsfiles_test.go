@@ -1,19 +1,15 @@
 package extender
 
 import (
-	"context"
 	"crypto/ecdsa"
 	"crypto/tls"
 	"crypto/x509"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
-
-	"k8s.io/klog/v2/ktesting"
 
 	"github.com/gpupack/gpupack/extender/config"
 )
@@ -52,21 +48,7 @@ func TestTLSFilesReload(t *testing.T) {
 	trustClients(ca1)
 
 	cfg := &config.Config{Policy: "binpack", TLS: &config.TLS{CertFile: certFile, KeyFile: keyFile, ClientCAFile: caFile}}
-	e := newEnvWith(t, cfg, cluster()...)
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, ctx := ktesting.NewTestContext(t)
-	ctx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- e.srv.Serve(ctx, l) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-	})
+	addr := serveExtender(t, cfg)
 
 	roots := x509.NewCertPool()
 	roots.AddCert(ca1)
@@ -81,7 +63,7 @@ func TestTLSFilesReload(t *testing.T) {
 	call := func(certs []tls.Certificate) (served string, status int, err error) {
 		tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots, Certificates: certs}, DisableKeepAlives: true}
 		defer tr.CloseIdleConnections()
-		resp, err := (&http.Client{Transport: tr}).Post("https://"+l.Addr().String()+bindPath, "application/json",
+		resp, err := (&http.Client{Transport: tr}).Post("https://"+addr+bindPath, "application/json",
 			strings.NewReader(`{"podName":"nobody","podNamespace":"default","node":"n1"}`))
 		if err != nil {
 			return "", 0, err
