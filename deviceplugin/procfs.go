@@ -1,13 +1,12 @@
 package deviceplugin
 
 import (
-	"bufio"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 
+	"github.com/prometheus/procfs"
 	"k8s.io/apimachinery/pkg/types"
 )
 
@@ -20,33 +19,33 @@ type Owner struct {
 }
 
 // ProcFS reads process cgroups under Root (the host's /proc, mounted into
-// the plugin's container; a fake tree in tests).
+// the plugin's container; a fake tree in tests), through the Prometheus
+// procfs library.
 type ProcFS struct{ Root string }
 
 // Owner maps a process to its pod. It returns an error for a process that
 // is gone or runs outside every pod (a daemon on the host).
 func (p ProcFS) Owner(pid int) (Owner, error) {
-	path := filepath.Join(p.Root, strconv.Itoa(pid), "cgroup")
-	f, err := os.Open(path)
+	fs, err := procfs.NewFS(p.Root)
 	if err != nil {
 		return Owner{}, fmt.Errorf("process %d: %w", pid, err)
 	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		// hierarchy-ID:controllers:path
-		parts := strings.SplitN(sc.Text(), ":", 3)
-		if len(parts) != 3 {
-			continue
-		}
-		if o, ok := parseCgroupPath(parts[2]); ok {
+	proc, err := fs.Proc(pid)
+	if err != nil {
+		return Owner{}, fmt.Errorf("process %d: %w", pid, err)
+	}
+	// One line per hierarchy (cgroup v1) or a single one (v2); the first
+	// that names a pod decides.
+	cgroups, err := proc.Cgroups()
+	if err != nil {
+		return Owner{}, fmt.Errorf("process %d: reading its cgroups: %w", pid, err)
+	}
+	for _, cg := range cgroups {
+		if o, ok := parseCgroupPath(cg.Path); ok {
 			return o, nil
 		}
 	}
-	if err := sc.Err(); err != nil {
-		return Owner{}, fmt.Errorf("process %d: reading %s: %w", pid, path, err)
-	}
-	return Owner{}, fmt.Errorf("process %d runs in no pod (cgroup %s names none)", pid, path)
+	return Owner{}, fmt.Errorf("process %d runs in no pod (cgroup %s names none)", pid, filepath.Join(p.Root, strconv.Itoa(pid), "cgroup"))
 }
 
 // parseCgroupPath finds the pod UID and container id in a kubelet cgroup
