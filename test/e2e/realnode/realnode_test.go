@@ -11,9 +11,11 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 
 	"github.com/gpupack/gpupack/contract"
 	"github.com/gpupack/gpupack/deviceplugin"
+	"github.com/gpupack/gpupack/mock"
 	"github.com/gpupack/gpupack/test/cluster"
 )
 
@@ -47,6 +49,32 @@ func TestChartInstalled(t *testing.T) {
 		return got == nodeCards*cardGiB, fmt.Errorf("allocatable %s: %d", contract.ResourceGPUMem, got)
 	})
 	t.Logf("helm install -> scheduler and device plugin Ready, %d GiB advertised: %s", nodeCards*cardGiB, time.Since(installed).Round(100*time.Millisecond))
+
+	// The node's labels say what the plugin found, so that a nodeSelector
+	// on them selects it: the API server's label selector is the judge.
+	n, err := client.CoreV1().Nodes().Get(ctx, nodeName, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	inv, err := contract.ParseInventory(n.Annotations[contract.AnnotationInventory])
+	if err != nil || len(inv.Cards) == 0 {
+		t.Fatalf("node %s inventory: %v, %d cards", nodeName, err, len(inv.Cards))
+	}
+	want := labels.Set{
+		contract.LabelGPUProduct:        deviceplugin.ModelLabelValue(inv.Cards[0].Model),
+		contract.LabelGPUCount:          strconv.Itoa(nodeCards),
+		contract.LabelGPUMemory:         strconv.Itoa(cardGiB * 1024),
+		contract.LabelDriverVersion:     mock.DriverVersion,
+		contract.LabelCUDADriverVersion: fmt.Sprintf("%d.%d", mock.CUDADriverVersion/1000, mock.CUDADriverVersion%1000/10),
+	}
+	sel := labels.SelectorFromSet(want).String() + ",!" + contract.LabelGPUMixed
+	nodes, err := client.CoreV1().Nodes().List(ctx, metav1.ListOptions{LabelSelector: sel})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(nodes.Items) != 1 || nodes.Items[0].Name != nodeName {
+		t.Errorf("nodes selected by %s: %d, want %s alone; its labels: %v", sel, len(nodes.Items), nodeName, n.Labels)
+	}
 }
 
 // TestTrainingContainers: GPU pods placed by the chart's scheduler run as
