@@ -87,17 +87,15 @@ func TestSoftIsolation(t *testing.T) {
 	defer srv.Close()
 	metrics := get(t, srv.URL+"/metrics")
 	for _, re := range []string{
-		`gpupack_device_plugin_pod_memory_over_share\{container="c0",namespace="default",node="node-a",pod="big",uuid="GPU-[^"]+"\} 1`,
-		`gpupack_device_plugin_pod_memory_over_share\{container="c0",namespace="default",node="node-a",pod="small",uuid="GPU-[^"]+"\} 0`,
-		`gpupack_device_plugin_pod_memory_used_bytes\{container="c0",namespace="default",node="node-a",pod="big",uuid="GPU-[^"]+"\} 1.610612736e\+10`,
-		`gpupack_device_plugin_pod_memory_limit_bytes\{container="c0",namespace="default",node="node-a",pod="big",uuid="GPU-[^"]+"\} 1.073741824e\+10`,
-		`gpupack_device_plugin_card_memory_allocated_bytes\{index="0",model="NVIDIA A100-SXM4-80GB",node="node-a",uuid="GPU-[^"]+"\} 1.610612736e\+10`,
-		`gpupack_device_plugin_card_memory_total_bytes\{index="0",model="NVIDIA A100-SXM4-80GB",node="node-a",uuid="GPU-[^"]+"\} 8.589934592e\+10`,
-		`gpupack_device_plugin_card_memory_unattributed_bytes\{index="0",[^}]+\} 1.048576e\+09`,
-		`gpupack_device_plugin_card_utilization_ratio\{index="0",[^}]+\} 0.9`,
-		`gpupack_device_plugin_card_healthy\{index="7",[^}]+\} 1`,
-		`gpupack_device_plugin_card_power_watts\{index="0",[^}]+\} \d`,
-		`gpupack_device_plugin_card_temperature_celsius\{index="0",[^}]+\} \d`,
+		`gpupack_device_plugin_pod_memory_over_share\{UUID="GPU-[^"]+",container="c0",gpu="0",namespace="default",node="node-a",pod="big",uuid="GPU-[^"]+"\} 1`,
+		`gpupack_device_plugin_pod_memory_over_share\{UUID="GPU-[^"]+",container="c0",gpu="0",namespace="default",node="node-a",pod="small",uuid="GPU-[^"]+"\} 0`,
+		`gpupack_device_plugin_pod_memory_used_bytes\{UUID="GPU-[^"]+",container="c0",gpu="0",namespace="default",node="node-a",pod="big",uuid="GPU-[^"]+"\} 1.610612736e\+10`,
+		`gpupack_device_plugin_pod_memory_limit_bytes\{UUID="GPU-[^"]+",container="c0",gpu="0",namespace="default",node="node-a",pod="big",uuid="GPU-[^"]+"\} 1.073741824e\+10`,
+		`gpupack_device_plugin_card_memory_allocated_bytes\{[^}]*index="0",model="NVIDIA A100-SXM4-80GB",[^}]*node="node-a",[^}]*uuid="GPU-[^"]+"\} 1.610612736e\+10`,
+		`gpupack_device_plugin_card_memory_total_bytes\{[^}]*index="0",model="NVIDIA A100-SXM4-80GB",[^}]*node="node-a",[^}]*uuid="GPU-[^"]+"\} 8.589934592e\+10`,
+		`gpupack_device_plugin_card_memory_unattributed_bytes\{[^}]*index="0",[^}]+\} 1.048576e\+09`,
+		`gpupack_device_plugin_card_utilization_ratio\{[^}]*index="0",[^}]+\} 0.9`,
+		`gpupack_device_plugin_card_healthy\{[^}]*index="7",[^}]+\} 1`,
 	} {
 		if !regexp.MustCompile(re).MatchString(metrics) {
 			t.Errorf("metrics lack %s", re)

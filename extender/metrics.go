@@ -67,8 +67,13 @@ func reasonLabel(u *policy.Unfit) string {
 	return "other"
 }
 
+// Per-card series carry the labels of the device plugin's (node, uuid,
+// index, model) and, with the same values, those of dcgm-exporter's that
+// the extender knows (gpu, UUID, device, modelName, hostname: not
+// pci_bus_id), as the plugin's do, so that DCGM's series join them on UUID
+// without relabelling.
 var (
-	cardLabels    = []string{"node", "uuid", "index", "model"}
+	cardLabels    = []string{"node", "uuid", "index", "model", "gpu", "UUID", "device", "modelName", "hostname"}
 	cardTotalDesc = prometheus.NewDesc(namespace+"_card_memory_total_bytes",
 		"GPU memory of a card, as the extender counts it.", cardLabels, nil)
 	cardAllocDesc = prometheus.NewDesc(namespace+"_card_memory_allocated_bytes",
@@ -91,7 +96,8 @@ func (cc *cardCollector) Describe(ch chan<- *prometheus.Desc) {
 func (cc *cardCollector) Collect(ch chan<- prometheus.Metric) {
 	unit := float64(cache.UnitBytes(cc.cache.Unit()))
 	for _, u := range cc.cache.Usage() {
-		labels := []string{u.Node, u.UUID, strconv.Itoa(u.Index), u.Model}
+		idx := strconv.Itoa(u.Index)
+		labels := []string{u.Node, u.UUID, idx, u.Model, idx, u.UUID, "nvidia" + idx, u.Model, u.Node}
 		ch <- prometheus.MustNewConstMetric(cardTotalDesc, prometheus.GaugeValue, float64(u.Total)*unit, labels...)
 		ch <- prometheus.MustNewConstMetric(cardAllocDesc, prometheus.GaugeValue, float64(u.Allocated)*unit, labels...)
 		h := 0.0

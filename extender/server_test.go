@@ -57,9 +57,9 @@ func TestInspectAndMetrics(t *testing.T) {
 		`gpupack_extender_request_duration_seconds_count{verb="bind"} 1`,
 		`gpupack_extender_filter_rejections_total{reason="share"} 1`,
 		`gpupack_extender_binds_total{result="bound"} 1`,
-		`gpupack_extender_card_memory_allocated_bytes{index="0",model="Tesla T4",node="n2",uuid="GPU-n2-0"} 8.589934592e+09`,
-		`gpupack_extender_card_memory_total_bytes{index="1",model="",node="n4",uuid=""} 1.7179869184e+10`,
-		`gpupack_extender_card_healthy{index="0",model="Tesla T4",node="n3",uuid="GPU-n3-0"} 0`,
+		`gpupack_extender_card_memory_allocated_bytes{UUID="GPU-n2-0",device="nvidia0",gpu="0",hostname="n2",index="0",model="Tesla T4",modelName="Tesla T4",node="n2",uuid="GPU-n2-0"} 8.589934592e+09`,
+		`gpupack_extender_card_memory_total_bytes{UUID="",device="nvidia1",gpu="1",hostname="n4",index="1",model="",modelName="",node="n4",uuid=""} 1.7179869184e+10`,
+		`gpupack_extender_card_healthy{UUID="GPU-n3-0",device="nvidia0",gpu="0",hostname="n3",index="0",model="Tesla T4",modelName="Tesla T4",node="n3",uuid="GPU-n3-0"} 0`,
 	} {
 		if !strings.Contains(string(metrics), want) {
 			t.Errorf("metrics lack %s", want)

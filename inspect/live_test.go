@@ -215,31 +215,35 @@ gpupack_device_plugin_card_utilization_ratio_count{index="0"} 1
 // deviceplugin/metrics.go, which inspect must not import), next to the Go
 // runtime's summaries and histograms, over real HTTP.
 func TestParseMetricsFromARegistry(t *testing.T) {
-	labels := []string{"node", "uuid", "index", "model"}
+	// Ours, then dcgm-exporter's (gpu, like index, is the card's index).
+	labels := []string{"node", "uuid", "index", "model", "gpu", "UUID", "pci_bus_id", "device", "modelName", "hostname"}
 	gauge := func(name string) *prometheus.GaugeVec {
 		return prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Namespace: "gpupack_device_plugin", Name: name, Help: "Help with a \\ and a\nnew-line.",
 		}, labels)
 	}
 	util, used, ok := gauge("card_utilization_ratio"), gauge("card_memory_used_bytes"), gauge("card_sample_ok")
-	total, temp := gauge("card_memory_total_bytes"), gauge("card_temperature_celsius")
+	total, alloc := gauge("card_memory_total_bytes"), gauge("card_memory_allocated_bytes")
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(util, used, ok, total, temp, collectors.NewGoCollector(),
+	reg.MustRegister(util, used, ok, total, alloc, collectors.NewGoCollector(),
 		prometheus.NewHistogram(prometheus.HistogramOpts{Name: "gpupack_device_plugin_test_seconds", Help: "h"}))
 
+	card := func(uuid, index, model string) []string {
+		return []string{"n", uuid, index, model, index, uuid, "00000000:07:00.0", "nvidia" + index, model, "n"}
+	}
 	odd := `Odd "model", with \ and }`
-	util.WithLabelValues("n", "GPU-a", "0", "NVIDIA A100-SXM4-80GB").Set(0.5)
-	used.WithLabelValues("n", "GPU-a", "0", "NVIDIA A100-SXM4-80GB").Set(4 << 30)
-	ok.WithLabelValues("n", "GPU-a", "0", "NVIDIA A100-SXM4-80GB").Set(1)
-	total.WithLabelValues("n", "GPU-a", "0", "NVIDIA A100-SXM4-80GB").Set(80 << 30)
-	util.WithLabelValues("n", "GPU-b", "1", odd).Set(0.0625)
-	used.WithLabelValues("n", "GPU-b", "1", odd).Set(1.5e10)
-	ok.WithLabelValues("n", "GPU-b", "1", odd).Set(1)
-	temp.WithLabelValues("n", "GPU-b", "1", odd).Set(41)
+	util.WithLabelValues(card("GPU-a", "0", "NVIDIA A100-SXM4-80GB")...).Set(0.5)
+	used.WithLabelValues(card("GPU-a", "0", "NVIDIA A100-SXM4-80GB")...).Set(4 << 30)
+	ok.WithLabelValues(card("GPU-a", "0", "NVIDIA A100-SXM4-80GB")...).Set(1)
+	total.WithLabelValues(card("GPU-a", "0", "NVIDIA A100-SXM4-80GB")...).Set(80 << 30)
+	util.WithLabelValues(card("GPU-b", "1", odd)...).Set(0.0625)
+	used.WithLabelValues(card("GPU-b", "1", odd)...).Set(1.5e10)
+	ok.WithLabelValues(card("GPU-b", "1", odd)...).Set(1)
+	alloc.WithLabelValues(card("GPU-b", "1", odd)...).Set(2 << 30)
 	// card 2 could not be sampled: only its total and sample_ok, as the
 	// plugin's collector writes them.
-	total.WithLabelValues("n", "GPU-c", "2", "x").Set(16 << 30)
-	ok.WithLabelValues("n", "GPU-c", "2", "x").Set(0)
+	total.WithLabelValues(card("GPU-c", "2", "x")...).Set(16 << 30)
+	ok.WithLabelValues(card("GPU-c", "2", "x")...).Set(0)
 
 	srv := httptest.NewServer(promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	defer srv.Close()

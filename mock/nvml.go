@@ -1,6 +1,7 @@
 package mock
 
 import (
+	"fmt"
 	"sync"
 	"time"
 
@@ -159,6 +160,12 @@ func (m *lib) newDevice(i int) *nvmlmock.Device {
 		return c.Model, nvml.SUCCESS
 	}
 	d.GetMinorNumberFunc = func() (int, nvml.Return) { return i, nvml.SUCCESS }
+	d.GetPciInfoFunc = func() (nvml.PciInfo, nvml.Return) {
+		if _, _, ret := m.card(i); ret != nvml.SUCCESS {
+			return nvml.PciInfo{}, ret
+		}
+		return pciInfo(i), nvml.SUCCESS
+	}
 	d.GetMemoryInfoFunc = func() (nvml.Memory, nvml.Return) {
 		_, c, ret := m.card(i)
 		if ret != nvml.SUCCESS {
@@ -225,6 +232,32 @@ func (m *lib) newDevice(i int) *nvmlmock.Device {
 		return nvml.SUCCESS
 	}
 	return d
+}
+
+// pciBuses are the PCI buses of the eight cards of an HGX/DGX A100 board,
+// in NVML's index order; cards after the eighth continue past them.
+var pciBuses = []uint32{0x07, 0x0F, 0x47, 0x4E, 0x87, 0x90, 0xB7, 0xBD}
+
+// pciInfo is card i's PCI address, as the driver gives it for a card in
+// PCI domain 0, device 0, function 0.
+func pciInfo(i int) nvml.PciInfo {
+	bus := uint32(0xC0 + i)
+	if i < len(pciBuses) {
+		bus = pciBuses[i]
+	}
+	p := nvml.PciInfo{Bus: bus}
+	copy(p.BusId[:], cChars(fmt.Sprintf("%08X:%02X:00.0", 0, bus)))
+	copy(p.BusIdLegacy[:], cChars(fmt.Sprintf("%04X:%02X:00.0", 0, bus)))
+	return p
+}
+
+// cChars is s as C chars (the arrays are zeroed, so it ends in NUL).
+func cChars(s string) []int8 {
+	out := make([]int8, len(s))
+	for i := range len(s) {
+		out[i] = int8(s[i])
+	}
+	return out
 }
 
 func usedMiB(c *CardState) int64 {

@@ -1,6 +1,6 @@
 // Package nvml is gpupack's small interface over NVIDIA's management library:
-// the cards (index, UUID, model, minor number), their memory, utilisation,
-// temperature and power, the processes that use them, and health events
+// the cards (index, UUID, model, minor number, PCI bus id), their memory,
+// utilisation, the processes that use them, and health events
 // (critical Xid and ECC errors, a card that fell off the bus, recovery).
 //
 // New takes go-nvml's nvml.Interface, so the real library (NewReal, which

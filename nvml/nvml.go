@@ -11,10 +11,14 @@ import (
 
 // Device is what does not change about a card while the driver is loaded.
 type Device struct {
-	Index     int
-	UUID      string
-	Model     string
-	Minor     int
+	Index int
+	UUID  string
+	Model string
+	Minor int
+	// PCIBusID is the card's PCI address as NVML writes it, with a
+	// 32-bit domain: "00000000:3B:00.0" (dcgm-exporter's pci_bus_id).
+	// Empty when the driver cannot say.
+	PCIBusID  string
 	MemoryMiB int64
 }
 
@@ -39,10 +43,7 @@ type Process struct {
 type Sample struct {
 	Memory      Memory
 	Utilization Utilization
-	// TemperatureC in degrees Celsius; PowerMW in milliwatts.
-	TemperatureC int
-	PowerMW      int
-	Processes    []Process
+	Processes   []Process
 }
 
 // System is what NVML says of the node's driver. A field NVML cannot give
@@ -174,6 +175,13 @@ func (l *lib) Devices() ([]Device, error) {
 		if dev.Minor, ret = d.GetMinorNumber(); ret != gonvml.SUCCESS {
 			return nil, wrap(fmt.Sprintf("device %d minor number", i), ret)
 		}
+		pci, ret := d.GetPciInfo()
+		switch {
+		case ret == gonvml.SUCCESS:
+			dev.PCIBusID = cString(pci.BusId[:])
+		case !unsupported(ret):
+			return nil, wrap(fmt.Sprintf("device %d PCI info", i), ret)
+		}
 		mem, err := memory(d)
 		if err != nil {
 			return nil, fmt.Errorf("device %d: %w", i, err)
@@ -213,6 +221,18 @@ func unsupported(ret gonvml.Return) bool {
 	return ret == gonvml.ERROR_NOT_SUPPORTED || ret == gonvml.ERROR_FUNCTION_NOT_FOUND
 }
 
+// cString is the text of a NUL-terminated C char array.
+func cString(b []int8) string {
+	out := make([]byte, 0, len(b))
+	for _, c := range b {
+		if c == 0 {
+			break
+		}
+		out = append(out, byte(c))
+	}
+	return string(out)
+}
+
 // memory reads memory through the v2 call (which, unlike v1, does not count
 // the driver's reservation as used), falling back to v1 on old drivers.
 func memory(d gonvml.Device) (Memory, error) {
@@ -242,12 +262,6 @@ func (l *lib) Sample(index int) (Sample, error) {
 		return Sample{}, wrap(fmt.Sprintf("device %d utilization", index), ret)
 	}
 	s.Utilization = Utilization{GPU: int(u.Gpu), Memory: int(u.Memory)}
-	if t, ret := d.GetTemperature(gonvml.TEMPERATURE_GPU); ret == gonvml.SUCCESS {
-		s.TemperatureC = int(t)
-	}
-	if p, ret := d.GetPowerUsage(); ret == gonvml.SUCCESS {
-		s.PowerMW = int(p)
-	}
 	procs, ret := d.GetComputeRunningProcesses()
 	if ret != gonvml.SUCCESS && ret != gonvml.ERROR_NOT_SUPPORTED {
 		return Sample{}, wrap(fmt.Sprintf("device %d processes", index), ret)

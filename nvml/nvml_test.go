@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -40,7 +41,7 @@ func TestDevicesOfMixedModels(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var got []string
+	var got, bus []string
 	var mem []int64
 	for i, d := range devs {
 		if d.Index != i || d.Minor != i || len(d.UUID) != 40 {
@@ -48,6 +49,11 @@ func TestDevicesOfMixedModels(t *testing.T) {
 		}
 		got = append(got, d.Model)
 		mem = append(mem, d.MemoryMiB)
+		bus = append(bus, d.PCIBusID)
+	}
+	// NVML's form, a 32-bit domain, as dcgm-exporter's pci_bus_id.
+	if diff := cmp.Diff([]string{"00000000:07:00.0", "00000000:0F:00.0", "00000000:47:00.0", "00000000:4E:00.0"}, bus); diff != "" {
+		t.Errorf("PCI bus ids (-want +got):\n%s", diff)
 	}
 	if diff := cmp.Diff([]string{"NVIDIA A100-SXM4-80GB", "NVIDIA A100-SXM4-80GB", "Tesla T4", "Tesla T4"}, got); diff != "" {
 		t.Errorf("models (-want +got):\n%s", diff)
@@ -70,9 +76,9 @@ func TestSampleSeesProcesses(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// T4: 10 W idle, 70 W max: 10 + 60*60/100 = 46 W. 32 + 60*45/100 = 59 C.
+	// Memory utilisation: 60*6/10 = 36.
 	want := nvml.Sample{Memory: nvml.Memory{TotalMiB: 15360, UsedMiB: 4096}, Utilization: nvml.Utilization{GPU: 60, Memory: 36},
-		TemperatureC: 59, PowerMW: 46000, Processes: []nvml.Process{{PID: os.Getpid(), UsedMiB: 4096}}}
+		Processes: []nvml.Process{{PID: os.Getpid(), UsedMiB: 4096}}}
 	if diff := cmp.Diff(want, s); diff != "" {
 		t.Errorf("sample (-want +got):\n%s", diff)
 	}
@@ -183,5 +189,59 @@ func TestSystemUnsupported(t *testing.T) {
 	}
 	if got != (nvml.System{}) {
 		t.Errorf("System = %+v, want nothing known", got)
+	}
+}
+
+// TestDevicesPCIBusID: a driver that cannot give PCI info leaves the bus id
+// empty; any other failure is an error naming the card.
+func TestDevicesPCIBusID(t *testing.T) {
+	tests := []struct {
+		name    string
+		ret     gonvml.Return
+		want    string
+		wantErr string
+	}{
+		{name: "read", ret: gonvml.SUCCESS, want: "00000000:07:00.0"},
+		{name: "not supported", ret: gonvml.ERROR_NOT_SUPPORTED},
+		{name: "failed", ret: gonvml.ERROR_UNKNOWN, wantErr: "device 0 PCI info"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			s, err := mock.NewState(mock.Config{Node: "node-a", Preset: "h100x1"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			st, err := mock.Create(filepath.Join(t.TempDir(), "nvml.json"), s)
+			if err != nil {
+				t.Fatal(err)
+			}
+			iface := mock.New(st).(*nvmlmock.Interface)
+			handle := iface.DeviceGetHandleByIndexFunc
+			iface.DeviceGetHandleByIndexFunc = func(i int) (gonvml.Device, gonvml.Return) {
+				d, ret := handle(i)
+				if md, ok := d.(*nvmlmock.Device); ok && tc.ret != gonvml.SUCCESS {
+					md.GetPciInfoFunc = func() (gonvml.PciInfo, gonvml.Return) { return gonvml.PciInfo{}, tc.ret }
+				}
+				return d, ret
+			}
+			lib, err := nvml.New(iface)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = lib.Shutdown() })
+			devs, err := lib.Devices()
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Errorf("error %v; want one saying %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if devs[0].PCIBusID != tc.want {
+				t.Errorf("PCI bus id %q, want %q", devs[0].PCIBusID, tc.want)
+			}
+		})
 	}
 }

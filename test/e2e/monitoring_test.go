@@ -1,10 +1,14 @@
 package e2e
 
 import (
+	"encoding/json"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/google/go-cmp/cmp"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
 )
@@ -68,12 +72,93 @@ func TestDeployMonitoring(t *testing.T) {
 			if len(endpoints) != 1 || endpoints[0].(map[string]any)["port"] != ports[0].(map[string]any)["name"] || endpoints[0].(map[string]any)["path"] != "/metrics" {
 				t.Errorf("%s endpoints %v; the Service's ports %v", sm.GetName(), endpoints, ports)
 			}
+			// The device plugin's per-container series carry the
+			// workload's namespace, pod and container: Prometheus must
+			// keep them rather than rename them exported_*.
+			if honor, _ := endpoints[0].(map[string]any)["honorLabels"].(bool); honor != (component == "gpupack-device-plugin") {
+				t.Errorf("%s: honorLabels %v", sm.GetName(), honor)
+			}
 		}
 	})
 
 	t.Run("service-monitors-without-their-crd", func(t *testing.T) {
 		out, err := exec.Command(helmScript, "template", "gpupack", chartDir, "--set", "monitoring.serviceMonitor.enabled=true").CombinedOutput()
 		if err == nil || !strings.Contains(string(out), "needs the Prometheus Operator's ServiceMonitor CRD") {
+			t.Errorf("helm template: %v\n%s", err, out)
+		}
+	})
+
+	t.Run("grafana-dashboard", func(t *testing.T) {
+		file, err := os.ReadFile(filepath.Join(chartDir, "dashboards", "gpupack.json"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !json.Valid(file) {
+			t.Fatal("dashboards/gpupack.json is not valid JSON")
+		}
+		tests := []struct {
+			name string
+			set  []string
+			// want: the ConfigMap's namespace, sidecar label and
+			// annotations; empty namespace: no ConfigMap.
+			namespace, label, value string
+			annotations             map[string]string
+			apply                   bool
+		}{
+			{name: "off by default"},
+			{name: "on, in the release's namespace", set: []string{"monitoring.grafanaDashboard.enabled=true"},
+				namespace: "kube-system", label: "grafana_dashboard", value: "1", apply: true},
+			{name: "on, where the sidecar looks, with its folder", set: []string{"monitoring.grafanaDashboard.enabled=true",
+				"monitoring.grafanaDashboard.namespace=monitoring", "monitoring.grafanaDashboard.label=grafana.example.com/dashboard",
+				"monitoring.grafanaDashboard.labelValue=gpu", "monitoring.grafanaDashboard.annotations.grafana_folder=GPU"},
+				namespace: "monitoring", label: "grafana.example.com/dashboard", value: "gpu", annotations: map[string]string{"grafana_folder": "GPU"}},
+		}
+		for _, tc := range tests {
+			t.Run(tc.name, func(t *testing.T) {
+				args := []string{"template", "gpupack", chartDir, "--namespace", "kube-system"}
+				for _, s := range tc.set {
+					args = append(args, "--set", s)
+				}
+				objs := decodeManifests(t, runHelm(t, args...))
+				var cm *unstructured.Unstructured
+				for _, o := range objs {
+					if o.GetKind() == "ConfigMap" && o.GetName() == "gpupack-dashboard" {
+						cm = o
+					}
+				}
+				if tc.namespace == "" {
+					if cm != nil {
+						t.Fatalf("a dashboard ConfigMap nobody asked for: %v", cm.Object)
+					}
+					return
+				}
+				if cm == nil {
+					t.Fatal("no ConfigMap gpupack-dashboard")
+				}
+				if cm.GetNamespace() != tc.namespace || cm.GetLabels()[tc.label] != tc.value {
+					t.Errorf("ConfigMap in %q with labels %v; want namespace %q and %s=%q", cm.GetNamespace(), cm.GetLabels(), tc.namespace, tc.label, tc.value)
+				}
+				if diff := cmp.Diff(tc.annotations, cm.GetAnnotations()); diff != "" {
+					t.Errorf("annotations (-want +got):\n%s", diff)
+				}
+				data, _, _ := unstructured.NestedString(cm.Object, "data", "gpupack.json")
+				if !json.Valid([]byte(data)) {
+					t.Errorf("the ConfigMap's gpupack.json is not valid JSON:\n%s", data)
+				}
+				if data != strings.TrimRight(string(file), "\n") {
+					t.Errorf("the ConfigMap's gpupack.json differs from dashboards/gpupack.json:\n%s", cmp.Diff(string(file), data))
+				}
+				if tc.apply {
+					applyObjects(t, []*unstructured.Unstructured{cm}, true)
+				}
+			})
+		}
+	})
+
+	t.Run("grafana-dashboard-bad-label", func(t *testing.T) {
+		out, err := exec.Command(helmScript, "template", "gpupack", chartDir, "--set", "monitoring.grafanaDashboard.enabled=true",
+			"--set", "monitoring.grafanaDashboard.label=not a label").CombinedOutput()
+		if err == nil || !strings.Contains(string(out), "grafanaDashboard") || !strings.Contains(string(out), "label") {
 			t.Errorf("helm template: %v\n%s", err, out)
 		}
 	})

@@ -6,7 +6,6 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
-	"regexp"
 	"sync"
 	"testing"
 	"time"
@@ -16,6 +15,7 @@ import (
 	"k8s.io/apimachinery/pkg/fields"
 
 	"github.com/gpupack/gpupack/contract"
+	"github.com/gpupack/gpupack/test/e2e/e2eutil"
 )
 
 // slowJob holds its share and writes the simulated state rarely, so 200 of
@@ -180,18 +180,25 @@ func TestOverShare(t *testing.T) {
 	ns := namespace(t)
 	create(t, onNode(gpuPod(ns, "greedy", ctr{mem: 4, args: []string{"--steps=100000", "--step-time=100ms", "--exceed=1.5", "--exceed-from=5"}}), "a100-1"))
 	pod := waitPhase(t, ns, "greedy", corev1.PodRunning, time.Minute)
-	over := regexp.MustCompile(`gpupack_device_plugin_pod_memory_over_share\{container="c0",namespace="` + ns + `",node="a100-1",pod="greedy",uuid="[^"]+"\} 1`)
-	used := regexp.MustCompile(`gpupack_device_plugin_pod_memory_used_bytes\{container="c0",namespace="` + ns + `",node="a100-1",pod="greedy",uuid="[^"]+"\} 6.442450944e\+09`)
-	var body string
+	greedy := map[string]string{"container": "c0", "namespace": ns, "node": "a100-1", "pod": "greedy"}
+	var over, used float64
 	waitFor(t, time.Minute, "the overrun in the metrics", func() (bool, error) {
 		resp, err := http.Get(local.Nodes["a100-1"].MetricsURL)
 		if err != nil {
 			return false, err
 		}
 		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		body = string(b)
-		return over.MatchString(body) && used.MatchString(body), nil
+		b, err := io.ReadAll(resp.Body)
+		if err != nil {
+			return false, err
+		}
+		m, err := e2eutil.ParseMetrics(b)
+		if err != nil {
+			return false, err
+		}
+		over, _ = e2eutil.MetricValue(m, "gpupack_device_plugin_pod_memory_over_share", greedy)
+		used, _ = e2eutil.MetricValue(m, "gpupack_device_plugin_pod_memory_used_bytes", greedy)
+		return over == 1 && used == 6<<30, fmt.Errorf("over_share %v, used %v bytes (want 1, 6 GiB)", over, used)
 	})
 	waitFor(t, 30*time.Second, "a GPUMemoryOverShare event", func() (bool, error) {
 		evs, err := client.CoreV1().Events(ns).List(context.Background(), metav1.ListOptions{

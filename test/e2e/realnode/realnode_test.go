@@ -17,6 +17,7 @@ import (
 	"github.com/gpupack/gpupack/deviceplugin"
 	"github.com/gpupack/gpupack/mock"
 	"github.com/gpupack/gpupack/test/cluster"
+	"github.com/gpupack/gpupack/test/e2e/e2eutil"
 )
 
 // The tests run in this file's order on one installation: each leaves the
@@ -183,11 +184,11 @@ func TestOverShareThroughCgroups(t *testing.T) {
 		if err != nil {
 			return false, err
 		}
-		over, ok := value(m, "gpupack_device_plugin_pod_memory_over_share", map[string]string{"namespace": ns, "pod": "greedy", "container": "c0"})
+		over, ok := e2eutil.MetricValue(m, "gpupack_device_plugin_pod_memory_over_share", map[string]string{"namespace": ns, "pod": "greedy", "container": "c0"})
 		if !ok || over != 1 {
 			return false, fmt.Errorf("over_share for greedy/c0: %v (found %v)", over, ok)
 		}
-		if v, ok := value(m, "gpupack_device_plugin_pod_memory_over_share", map[string]string{"namespace": ns, "pod": "polite", "container": "c0"}); !ok || v != 0 {
+		if v, ok := e2eutil.MetricValue(m, "gpupack_device_plugin_pod_memory_over_share", map[string]string{"namespace": ns, "pod": "polite", "container": "c0"}); !ok || v != 0 {
 			return false, fmt.Errorf("polite/c0 over_share %v (found %v): want 0", v, ok)
 		}
 		return true, nil
@@ -275,7 +276,7 @@ func TestKubeletRestart(t *testing.T) {
 		if err != nil {
 			return -1
 		}
-		v, _ := value(m, "gpupack_device_plugin_registrations_total", nil)
+		v, _ := e2eutil.MetricValue(m, "gpupack_device_plugin_registrations_total", nil)
 		return v
 	}
 	var was float64
