@@ -36,6 +36,9 @@ func Order(pods []Pod, seed int64, capacity int64) []int {
 		total += pods[i].Demand()
 	}
 	orig := len(seq)
+	if orig == 0 {
+		return seq
+	}
 	limit := capacity * Inflation / 100
 	for {
 		// Copies are drawn from the shuffled originals, as the published

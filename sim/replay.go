@@ -54,6 +54,10 @@ type Config struct {
 	WorkloadCoverage float64
 	// Ties breaks ties between the best nodes (DefaultTies if empty).
 	Ties TieBreak
+	// Sequence, when set, is the arrival order (indices into Pods, repeats
+	// allowed) instead of the protocol's Order: an offline packing chooses
+	// its own.
+	Sequence []int
 	// Cold rates every node for every pod; otherwise a node whose state did
 	// not change since a pod of the same request was rated (under the same
 	// workload estimate) keeps its answer, by the extender's own rule
@@ -161,7 +165,10 @@ func Replay(cfg Config) (*Result, error) {
 	}
 	// answers[s] are the answers for shape s, by node index.
 	answers := make([]*policy.Answers[answer], len(shapeOf))
-	seq := Order(cfg.Pods, cfg.Seed, capacity)
+	seq := cfg.Sequence
+	if seq == nil {
+		seq = Order(cfg.Pods, cfg.Seed, capacity)
+	}
 	// The tie-break has its own generator.
 	ties := rand.New(rand.NewSource(cfg.Seed))
 	// rank[i] is node i's place in the order ties are given in.

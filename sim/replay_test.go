@@ -43,6 +43,11 @@ func TestOrder(t *testing.T) {
 			t.Errorf("first %d (-want +got):\n%s", len(pods), diff)
 		}
 	})
+	t.Run("no pods, no arrivals (not a panic)", func(t *testing.T) {
+		if got := Order(nil, 42, capacity); len(got) != 0 {
+			t.Errorf("Order of no pods = %v", got)
+		}
+	})
 	t.Run("inflated to just below 130%", func(t *testing.T) {
 		var total int64
 		for _, i := range seq {

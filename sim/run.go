@@ -29,6 +29,9 @@ type Options struct {
 	// Parallel is how many seeds replay at once (each on one goroutine).
 	Parallel int
 	Out      string
+	// Limits also computes, per seed, the bound no placement beats and the
+	// best offline packing found (Limits), into limits.json.
+	Limits bool
 	// Log receives one line per seed; nil: none.
 	Log io.Writer
 }
@@ -70,16 +73,17 @@ func ParseSeeds(s string) ([]int64, error) {
 
 // Run replays every policy over every seed and writes the outputs under
 // opts.Out: summary.json and placements-<seed>.csv (in Out/<policy>/ when
-// several policies run) and allocation.svg with every policy's curve. It
-// returns the summaries, one per policy.
-func Run(opts Options) ([]*Summary, error) {
+// several policies run), allocation.svg with every policy's curve, and with
+// opts.Limits limits.json. It returns the summaries, one per policy, and
+// the limits (nil without opts.Limits).
+func Run(opts Options) ([]*Summary, *LimitsSummary, error) {
 	nodes, err := ReadNodes(opts.NodesFile)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	pods, err := ReadPods(opts.PodsFile, Models(nodes))
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if len(opts.Policies) == 0 {
 		opts.Policies = []string{"default"}
@@ -87,7 +91,7 @@ func Run(opts Options) ([]*Summary, error) {
 	pols := make([]*policy.Policy, len(opts.Policies))
 	for i, name := range opts.Policies {
 		if pols[i], err = policy.Get(policy.Name(name)); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	}
 	if opts.Parallel <= 0 {
@@ -97,7 +101,7 @@ func Run(opts Options) ([]*Summary, error) {
 		opts.Ties = DefaultTies
 	}
 	if err := os.MkdirAll(opts.Out, 0o755); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	var summaries []*Summary
 	var series []Series
@@ -106,7 +110,7 @@ func Run(opts Options) ([]*Summary, error) {
 		if len(pols) > 1 {
 			dir = filepath.Join(opts.Out, opts.Policies[i])
 			if err := os.MkdirAll(dir, 0o755); err != nil {
-				return nil, err
+				return nil, nil, err
 			}
 		}
 		name := string(p.Name)
@@ -115,21 +119,28 @@ func Run(opts Options) ([]*Summary, error) {
 		}
 		s, err := runPolicy(opts, nodes, pods, p, name, dir)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		summaries = append(summaries, s)
 		series = append(series, Series{Name: name, Curve: s.Curve, Label: fmt.Sprintf("unallocated %.2f%% at 100%%", s.Mean.UnallocatedAt100)})
 	}
 	f, err := os.Create(filepath.Join(opts.Out, "allocation.svg"))
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	title := fmt.Sprintf("%s: GPU allocation, mean over %d seeds", filepath.Base(opts.PodsFile), len(opts.Seeds))
 	if err := PlotSVG(f, title, series); err != nil {
 		f.Close()
-		return nil, err
+		return nil, nil, err
 	}
-	return summaries, f.Close()
+	if err := f.Close(); err != nil {
+		return nil, nil, err
+	}
+	if !opts.Limits {
+		return summaries, nil, nil
+	}
+	limits, err := runLimits(opts, nodes, pods)
+	return summaries, limits, err
 }
 
 func runPolicy(opts Options, nodes []Node, pods []Pod, p *policy.Policy, name, dir string) (*Summary, error) {

@@ -102,13 +102,17 @@ as the published FGD runs did).`,
 				return fmt.Errorf("--coverage %v: want a fraction in (0, 1], or 0 for the policy's own", opts.WorkloadCoverage)
 			}
 			opts.Log = cmd.ErrOrStderr()
-			summaries, err := sim.Run(opts)
+			summaries, limits, err := sim.Run(opts)
 			if err != nil {
 				return err
 			}
 			for _, s := range summaries {
 				fmt.Fprintf(cmd.OutOrStdout(), "%s: unallocated %.2f ± %.2f%% at 100%% arrived, %.2f ± %.2f%% at 130%%; decision p99 %.3f ms (%d seeds)\n",
 					s.Policy, s.Mean.UnallocatedAt100, s.Std.UnallocatedAt100, s.Mean.UnallocatedAt130, s.Std.UnallocatedAt130, s.Mean.DecisionP99Ms, len(s.Seeds))
+			}
+			if limits != nil {
+				fmt.Fprintf(cmd.OutOrStdout(), "limits: no placement leaves less than %.2f ± %.2f%% unallocated at 100%% arrived; best offline packing found %.2f ± %.2f%%\n",
+					limits.BoundMean, limits.BoundStd, limits.OfflineMean, limits.OfflineStd)
 			}
 			return nil
 		},
@@ -123,6 +127,7 @@ as the published FGD runs did).`,
 	f.StringVar(&ties, "ties", string(sim.DefaultTies), "which of the best-scored nodes gets a pod: perm (first in a random order of the nodes drawn per seed, as the published simulator; reproduces its figures), first (in the node list's order) or random (drawn per pod, kube-scheduler's rule)")
 	f.Float64Var(&opts.WorkloadCoverage, "coverage", 0, fmt.Sprintf("share of pods whose shapes the workload estimate keeps (0: the policy's own, %.2f for fill; else %.2f as in the paper)", fillCoverage(), policy.DefaultCoverage))
 	f.BoolVar(&opts.Cold, "cold", false, "rate every node for every pod (no reuse of unchanged nodes' results): the decision time of a cold cache")
+	f.BoolVar(&opts.Limits, "limits", false, "also compute, per seed, a bound no placement of the pods arrived at 100% can beat and the best offline packing found, into --out/limits.json (needs GLPK's glpsol: apt-get install glpk-utils)")
 	f.IntVar(&opts.Parallel, "parallel", 0, "seeds replayed at once (0: one per CPU)")
 	for _, name := range []string{"nodes", "pods", "out"} {
 		_ = cmd.MarkFlagRequired(name)

@@ -1,0 +1,514 @@
+package sim
+
+import (
+	"bytes"
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"math"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/gpupack/gpupack/contract"
+	"github.com/gpupack/gpupack/extender/policy"
+)
+
+// The bound: no placement of a set of pods on a set of nodes places more
+// GPU than the optimum of a linear program over node types and pod shapes,
+// so 100 - that optimum as % of capacity is an unallocated % that no
+// policy, online or offline, can beat on the same arrived pods.
+//
+// Nodes alike in model, cards, CPU and memory form a type t (N_t nodes of
+// C_t cards); GPU pods alike in cards, share, CPU, memory and allowed
+// models form a shape s (n_s pods, each g_s cards of m_s thousandths,
+// d_s = g_s·m_s). The variable y_ts in [0, 1] is the fraction of shape s's
+// pods placed on nodes of type t (0 where one such pod fits no node of the
+// type: a model it does not allow, more cards, CPU or memory than a node
+// has). Maximise Σ d_s·n_s·y_ts subject to Σ_t y_ts ≤ 1 for every shape and,
+// for every type, what any single node of it obeys, summed over its N_t
+// nodes:
+//
+//   - GPU: Σ d_s·n_s·y_ts ≤ 1000·C_t·N_t, and likewise CPU and memory;
+//   - cards (a share lies on one card): Σ u_k(s)·n_s·y_ts ≤ C_t·N_t for
+//     k = 1..cardCuts, where u_k(s) = g_s for a pod of whole cards and
+//     u^(k)(m_s/1000) for a share;
+//   - one node: Σ u^(k)(r_s/R_t)·n_s·y_ts ≤ N_t for k = 1..nodeCuts, for
+//     each of the node's cards (r_s = the cards' worth a pod uses, g_s·m_s/
+//     1000), CPU and memory.
+//
+// u^(k) is Fekete and Schepers' dual feasible function, u^(k)(x) = x when
+// (k+1)·x is an integer and ⌊(k+1)·x⌋/k otherwise: whatever items share a
+// bin (their sizes sum to at most 1), their u^(k) sum to at most 1 too
+// (S. P. Fekete, J. Schepers, "New classes of fast lower bounds for bin
+// packing problems", Math. Program. 91, 2001). With k = 1 it says that two
+// shares over half a card never share one; larger k say the same of three
+// over a third, and so on. Each cut holds card by card or node by node in
+// every placement, so in their sum over a type's nodes, so adding them
+// keeps the program a relaxation: its optimum is an upper bound.
+const (
+	// cardCuts and nodeCuts are how many dual feasible functions, k =
+	// 1..n, cut per card and per node; more tighten the bound a little and
+	// grow the program.
+	cardCuts = 4
+	nodeCuts = 2
+)
+
+// dff is u^(k)(a/b) for 0 ≤ a ≤ b, Fekete and Schepers' dual feasible
+// function.
+func dff(k int, a, b int64) float64 {
+	if b <= 0 {
+		return 0
+	}
+	if (int64(k+1)*a)%b == 0 {
+		return float64(a) / float64(b)
+	}
+	return math.Floor(float64(int64(k+1)*a)/float64(b)) / float64(k)
+}
+
+// nodeType is nodes alike in what placement reads.
+type nodeType struct {
+	model       string
+	cards       int
+	cpu, memory int64
+	count       int64
+}
+
+// shape is GPU pods alike in what placement reads.
+type shape struct {
+	cards, milli, cpu, memory int64
+	models                    string // '|'-joined, "" for any
+	allowed                   []string
+	count                     int64
+}
+
+func (s *shape) demand() int64 { return s.cards * s.milli }
+
+// fits tells whether one pod of s fits an empty node of type t.
+func (s *shape) fits(t *nodeType) bool {
+	return s.cards <= int64(t.cards) && s.cpu <= t.cpu && s.memory <= t.memory && contract.ModelAllowed(s.allowed, t.model)
+}
+
+func nodeTypes(nodes []Node) []*nodeType {
+	byKey := map[nodeType]*nodeType{}
+	var out []*nodeType
+	for _, n := range nodes {
+		k := nodeType{model: n.Model, cards: n.GPUs, cpu: n.CPUMilli, memory: n.MemoryMiB}
+		t := byKey[k]
+		if t == nil {
+			t = &nodeType{model: n.Model, cards: n.GPUs, cpu: n.CPUMilli, memory: n.MemoryMiB}
+			byKey[k] = t
+			out = append(out, t)
+		}
+		t.count++
+	}
+	return out
+}
+
+// shapeKey is what makes pods one shape.
+type shapeKey struct {
+	cards, milli, cpu, memory int64
+	models                    string
+}
+
+func keyOf(p *Pod) shapeKey {
+	return shapeKey{p.NumGPU, p.GPUMilli, p.CPUMilli, p.MemoryMiB, fmt.Sprint(p.Models)}
+}
+
+func podShapes(pods []Pod, arrived []int) []*shape {
+	byKey := map[shapeKey]*shape{}
+	var out []*shape
+	for _, i := range arrived {
+		p := &pods[i]
+		if p.NumGPU == 0 {
+			continue // a CPU-only pod places no GPU: leaving it out only frees room
+		}
+		k := keyOf(p)
+		s := byKey[k]
+		if s == nil {
+			s = &shape{cards: p.NumGPU, milli: p.GPUMilli, cpu: p.CPUMilli, memory: p.MemoryMiB, models: k.models, allowed: p.Models}
+			byKey[k] = s
+			out = append(out, s)
+		}
+		s.count++
+	}
+	return out
+}
+
+// Solver is the linear program solver UpperBound runs: GLPK's glpsol
+// (Debian's glpk-utils), which reads the program in CPLEX LP format. A
+// pure-Go dense simplex (gonum's) did not finish the trace's program of a
+// few hundred rows in ten minutes; glpsol takes milliseconds.
+var Solver = "glpsol"
+
+// UpperBound is the optimum of the linear program above for the pods
+// arrived (indices into pods, repeats allowed): the most GPU, in
+// thousandths of a card, that any placement of them on the nodes can place.
+func UpperBound(ctx context.Context, nodes []Node, pods []Pod, arrived []int) (float64, error) {
+	opt, _, err := solveBound(ctx, nodes, pods, arrived)
+	return opt, err
+}
+
+// solveBound solves the program: its optimum, and how many pods of each
+// shape its solution places (fractions included).
+func solveBound(ctx context.Context, nodes []Node, pods []Pod, arrived []int) (float64, map[shapeKey]float64, error) {
+	types, shapes := nodeTypes(nodes), podShapes(pods, arrived)
+	// cols are the shapes of the columns in the order they first appear
+	// (in the objective), which is glpsol's numbering of them.
+	var cols []*shape
+	var obj, rows bytes.Buffer
+	// x_t_s is how many pods of shape s are placed on nodes of type t,
+	// where one fits.
+	term := func(w *bytes.Buffer, coef float64, t, s int) {
+		if coef != 0 {
+			fmt.Fprintf(w, " + %s x_%d_%d", strconv.FormatFloat(coef, 'g', -1, 64), t, s)
+		}
+	}
+	shapeRows := make([]bytes.Buffer, len(shapes))
+	any := false
+	for ti, t := range types {
+		capGPU := int64(t.cards) * CardUnits
+		nodes := float64(t.count)
+		row := make([]bytes.Buffer, 3+cardCuts+3*nodeCuts)
+		rhs := make([]float64, len(row))
+		for si, s := range shapes {
+			if !s.fits(t) {
+				continue
+			}
+			any = true
+			cols = append(cols, s)
+			term(&obj, float64(s.demand()), ti, si)
+			term(&shapeRows[si], 1, ti, si)
+			r := 0
+			add := func(coef, right float64) {
+				term(&row[r], coef, ti, si)
+				rhs[r] = right
+				r++
+			}
+			add(float64(s.demand()), float64(capGPU)*nodes)
+			add(float64(s.cpu), float64(t.cpu)*nodes)
+			add(float64(s.memory), float64(t.memory)*nodes)
+			for k := 1; k <= cardCuts; k++ {
+				u := float64(s.cards)
+				if s.milli < CardUnits {
+					u = dff(k, s.milli, CardUnits)
+				}
+				add(u, float64(t.cards)*nodes)
+			}
+			for k := 1; k <= nodeCuts; k++ {
+				add(dff(k, s.demand(), capGPU), nodes)
+				add(dff(k, s.cpu, t.cpu), nodes)
+				add(dff(k, s.memory, t.memory), nodes)
+			}
+		}
+		for r := range row {
+			if row[r].Len() > 0 {
+				fmt.Fprintf(&rows, " t%d_%d:%s <= %s\n", ti, r, row[r].String(), strconv.FormatFloat(rhs[r], 'g', -1, 64))
+			}
+		}
+	}
+	if !any {
+		return 0, nil, nil
+	}
+	for si, s := range shapes {
+		if shapeRows[si].Len() > 0 {
+			fmt.Fprintf(&rows, " s%d:%s <= %d\n", si, shapeRows[si].String(), s.count)
+		}
+	}
+	dir, err := os.MkdirTemp("", "gpupack-bound-")
+	if err != nil {
+		return 0, nil, err
+	}
+	defer os.RemoveAll(dir)
+	program, solution := filepath.Join(dir, "bound.lp"), filepath.Join(dir, "bound.sol")
+	text := "Maximize\n placed:" + obj.String() + "\nSubject To\n" + rows.String() + "End\n"
+	if err := os.WriteFile(program, []byte(text), 0o644); err != nil {
+		return 0, nil, err
+	}
+	out, err := exec.CommandContext(ctx, Solver, "--lp", program, "-w", solution).CombinedOutput()
+	if err != nil {
+		if errors.Is(err, exec.ErrNotFound) {
+			return 0, nil, fmt.Errorf("the bound needs GLPK's %s (Debian: apt-get install glpk-utils): %w", Solver, err)
+		}
+		return 0, nil, fmt.Errorf("%s: %w: %s", Solver, err, bytes.TrimSpace(out))
+	}
+	opt, values, err := readSolution(solution, len(cols))
+	if err != nil {
+		return 0, nil, err
+	}
+	placed := map[shapeKey]float64{}
+	for j, s := range cols {
+		placed[shapeKey{s.cards, s.milli, s.cpu, s.memory, s.models}] += values[j]
+	}
+	return opt, placed, nil
+}
+
+// readSolution reads an optimal basic solution from glpsol's plain-text
+// solution file: the objective ("s bas ROWS COLS PRIMAL DUAL OBJ", where
+// PRIMAL and DUAL are "f" when feasible: both, at the optimum) and the
+// columns' values ("j COL STATUS VALUE DUAL").
+func readSolution(file string, columns int) (float64, []float64, error) {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return 0, nil, err
+	}
+	opt, found := 0.0, false
+	values := make([]float64, columns)
+	for _, line := range strings.Split(string(data), "\n") {
+		f := strings.Fields(line)
+		switch {
+		case len(f) == 7 && f[0] == "s" && f[1] == "bas":
+			if f[4] != "f" || f[5] != "f" {
+				return 0, nil, fmt.Errorf("the bound's linear program has no optimum (primal %s, dual %s)", f[4], f[5])
+			}
+			if opt, err = strconv.ParseFloat(f[6], 64); err != nil {
+				return 0, nil, fmt.Errorf("%s: objective: %w", file, err)
+			}
+			found = true
+		case len(f) == 5 && f[0] == "j":
+			j, err := strconv.Atoi(f[1])
+			if err != nil || j < 1 || j > columns {
+				return 0, nil, fmt.Errorf("%s: column %q of %d", file, f[1], columns)
+			}
+			if values[j-1], err = strconv.ParseFloat(f[3], 64); err != nil {
+				return 0, nil, fmt.Errorf("%s: column %d: %w", file, j, err)
+			}
+		}
+	}
+	if !found {
+		return 0, nil, fmt.Errorf("%s: no solution line", file)
+	}
+	return opt, values, nil
+}
+
+// Arrived is the protocol's arrived set at pct% of capacity (the pods of
+// Order up to the last whose arrival keeps the GPU asked for at or below
+// it), as indices into pods.
+func Arrived(pods []Pod, seed int64, capacity int64, pct int64) []int {
+	var out []int
+	var asked int64
+	for _, i := range Order(pods, seed, capacity) {
+		if asked+pods[i].Demand() > capacity*pct/100 {
+			break
+		}
+		asked += pods[i].Demand()
+		out = append(out, i)
+	}
+	return out
+}
+
+// largestFirst orders the arrived pods for offline packing: most cards
+// first, then the largest share, then the fewest models allowed (the least
+// flexible), then the most CPU, then memory; the protocol's order breaks
+// the remaining ties.
+func largestFirst(pods []Pod, arrived []int) []int {
+	out := slices.Clone(arrived)
+	slices.SortStableFunc(out, func(a, b int) int {
+		pa, pb := &pods[a], &pods[b]
+		return cmp.Or(
+			cmp.Compare(pb.NumGPU, pa.NumGPU),
+			cmp.Compare(pb.GPUMilli, pa.GPUMilli),
+			cmp.Compare(flexibility(pa), flexibility(pb)),
+			cmp.Compare(pb.CPUMilli, pa.CPUMilli),
+			cmp.Compare(pb.MemoryMiB, pa.MemoryMiB))
+	})
+	return out
+}
+
+// Limit is what no placement of the protocol's arrived pods at 100% can
+// beat, and the best offline placement found, for one seed.
+type Limit struct {
+	Seed int64 `json:"seed"`
+	// BoundUnallocated is 100 - UpperBound as % of capacity: no placement
+	// leaves less GPU unallocated.
+	BoundUnallocated float64 `json:"bound_unallocated_pct_at_100"`
+	// BoundLeavesOut is the GPU (% of capacity) of the pods the bound's
+	// solution does not place, by request ("1x810": one card, 810
+	// thousandths of it): where the limit comes from.
+	BoundLeavesOut map[string]float64 `json:"bound_leaves_out_pct"`
+	// OfflineUnallocated is the best offline packing found: the arrived
+	// pods, seen all at once, placed in each of OfflineOrders by each of
+	// OfflinePolicies; Offline says which did best ("policy, order").
+	OfflineUnallocated float64 `json:"offline_unallocated_pct_at_100"`
+	Offline            string  `json:"offline"`
+}
+
+// OfflinePolicies are the policies an offline packing tries, ties to the
+// first node, measuring fragmentation against the whole arrived set.
+var OfflinePolicies = []policy.Name{policy.Fill, policy.BestFit, policy.Binpack, policy.FGD}
+
+// OfflineOrders are the orders an offline packing tries: the protocol's
+// own arrival order, largest first (largestFirst), and the least flexible
+// first (constrainedFirst). Limits also tries the bound's own choice
+// (boundGuided).
+var OfflineOrders = map[string]func(pods []Pod, arrived []int) []int{
+	"arrival":           func(_ []Pod, arrived []int) []int { return arrived },
+	"largest first":     largestFirst,
+	"constrained first": constrainedFirst,
+}
+
+// Limits computes the bound and the best offline packing of the pods
+// arrived at 100% under the protocol's order for seed.
+func Limits(ctx context.Context, nodes []Node, pods []Pod, seed int64) (*Limit, error) {
+	capacity := Capacity(nodes)
+	if capacity == 0 {
+		return nil, fmt.Errorf("the nodes have no GPU")
+	}
+	arrived := Arrived(pods, seed, capacity, 100)
+	ub, quota, err := solveBound(ctx, nodes, pods, arrived)
+	if err != nil {
+		return nil, err
+	}
+	l := &Limit{Seed: seed, BoundUnallocated: 100 - 100*ub/float64(capacity), OfflineUnallocated: math.Inf(1), BoundLeavesOut: map[string]float64{}}
+	for _, s := range podShapes(pods, arrived) {
+		k := shapeKey{s.cards, s.milli, s.cpu, s.memory, s.models}
+		if out := float64(s.count) - quota[k]; out > 1e-6 {
+			l.BoundLeavesOut[fmt.Sprintf("%dx%d", s.cards, s.milli)] += 100 * out * float64(s.demand()) / float64(capacity)
+		}
+	}
+	// The arrived pods only: Workload Trace then measures against them.
+	arrivedPods := make([]Pod, len(arrived))
+	for i, pi := range arrived {
+		arrivedPods[i] = pods[pi]
+	}
+	all := make([]int, len(arrived))
+	for i := range all {
+		all[i] = i
+	}
+	if len(arrived) == 0 {
+		l.OfflineUnallocated, l.Offline = 100, "nothing arrived"
+		return l, nil
+	}
+	orders := maps.Clone(OfflineOrders)
+	orders["bound-guided"] = func(pods []Pod, arrived []int) []int { return boundGuided(pods, arrived, quota) }
+	for _, order := range slices.Sorted(maps.Keys(orders)) {
+		seq := orders[order](arrivedPods, all)
+		for _, name := range OfflinePolicies {
+			if err := ctx.Err(); err != nil {
+				return nil, err
+			}
+			p, err := policy.Get(name)
+			if err != nil {
+				return nil, err
+			}
+			r, err := Replay(Config{Nodes: nodes, Pods: arrivedPods, Policy: p, Seed: seed, Workload: Trace, Ties: TieFirst, Sequence: seq})
+			if err != nil {
+				return nil, err
+			}
+			var placed int64
+			if n := len(r.Placements); n > 0 {
+				placed = r.Placements[n-1].Allocated
+			}
+			if u := 100 - 100*float64(placed)/float64(capacity); u < l.OfflineUnallocated {
+				l.OfflineUnallocated, l.Offline = u, string(name)+", "+order
+			}
+		}
+	}
+	return l, nil
+}
+
+// boundGuided orders the arrived pods largest first, but of each shape
+// only as many as the bound's solution places (rounded down) come in that
+// order; the rest follow, largest first: the pods the program would leave
+// out are tried last.
+func boundGuided(pods []Pod, arrived []int, quota map[shapeKey]float64) []int {
+	left := maps.Clone(quota)
+	var first, last []int
+	for _, i := range largestFirst(pods, arrived) {
+		k := keyOf(&pods[i])
+		if left[k] >= 1-1e-9 {
+			left[k]--
+			first = append(first, i)
+		} else {
+			last = append(last, i)
+		}
+	}
+	return append(first, last...)
+}
+
+// constrainedFirst orders the arrived pods for offline packing: those
+// that allow fewest card models first, then those of most cards; the
+// arrival order breaks the remaining ties.
+func constrainedFirst(pods []Pod, arrived []int) []int {
+	out := slices.Clone(arrived)
+	slices.SortStableFunc(out, func(a, b int) int {
+		pa, pb := &pods[a], &pods[b]
+		return cmp.Or(cmp.Compare(flexibility(pa), flexibility(pb)), cmp.Compare(pb.NumGPU, pa.NumGPU))
+	})
+	return out
+}
+
+// flexibility is how many card models a pod allows; any is the most.
+func flexibility(p *Pod) int {
+	if len(p.Models) == 0 {
+		return math.MaxInt
+	}
+	return len(p.Models)
+}
+
+// LimitsSummary is limits.json: the limits per seed, then their mean and
+// sample standard deviation.
+type LimitsSummary struct {
+	Bound   string  `json:"bound"`
+	Offline string  `json:"offline"`
+	Seeds   []Limit `json:"seeds"`
+	// BoundMean and OfflineMean are the unallocated % at 100% arrived.
+	BoundMean   float64 `json:"bound_unallocated_pct_at_100_mean"`
+	BoundStd    float64 `json:"bound_unallocated_pct_at_100_std"`
+	OfflineMean float64 `json:"offline_unallocated_pct_at_100_mean"`
+	OfflineStd  float64 `json:"offline_unallocated_pct_at_100_std"`
+}
+
+// BoundText and OfflineText say in limits.json what the two figures are.
+const (
+	BoundText   = "no placement of the pods arrived at 100% leaves less GPU unallocated: 100 - the optimum of a linear program over node types and pod shapes (GPU, CPU, memory, models, and cuts by dual feasible functions per card and per node) as % of capacity; sim/README.md derives it"
+	OfflineText = "the best offline packing found: the pods arrived at 100%, seen all at once, in each of several orders (arrival, largest first, constrained first, guided by the bound's solution), by each of fill, bestfit, binpack and fgd, ties to the first node"
+)
+
+// runLimits computes Limits for every seed, opts.Parallel at once, and
+// writes limits.json.
+func runLimits(opts Options, nodes []Node, pods []Pod) (*LimitsSummary, error) {
+	out := make([]*Limit, len(opts.Seeds))
+	errs := make([]error, len(opts.Seeds))
+	var wg sync.WaitGroup
+	next := make(chan int)
+	for range min(opts.Parallel, len(opts.Seeds)) {
+		wg.Go(func() {
+			for i := range next {
+				out[i], errs[i] = Limits(context.Background(), nodes, pods, opts.Seeds[i])
+			}
+		})
+	}
+	for i := range opts.Seeds {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	s := &LimitsSummary{Bound: BoundText, Offline: OfflineText}
+	var bounds, offline []float64
+	for _, l := range out {
+		s.Seeds = append(s.Seeds, *l)
+		bounds = append(bounds, l.BoundUnallocated)
+		offline = append(offline, l.OfflineUnallocated)
+		if opts.Log != nil {
+			fmt.Fprintf(opts.Log, "limits seed %d: bound %.2f%% unallocated at 100%%; best offline packing %.2f%% (%s)\n", l.Seed, l.BoundUnallocated, l.OfflineUnallocated, l.Offline)
+		}
+	}
+	s.BoundMean, s.BoundStd = meanStd(bounds)
+	s.OfflineMean, s.OfflineStd = meanStd(offline)
+	data, err := json.MarshalIndent(s, "", "  ")
+	if err != nil {
+		return nil, err
+	}
+	return s, os.WriteFile(filepath.Join(opts.Out, "limits.json"), append(data, '\n'), 0o644)
+}
