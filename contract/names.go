@@ -54,6 +54,10 @@ const (
 	LabelGPUShare = "gpushare"
 	// LabelCGPUDisable set to "true" turns cGPU isolation off on a node.
 	LabelCGPUDisable = "cgpu.disable.isolation"
+	// LabelDevicePluginConfig names the device plugin's configuration of
+	// a node, among those of the chart's ConfigMap (the plugin's
+	// --config-dir); without it the node runs the default one.
+	LabelDevicePluginConfig = "gpupack.io/device-plugin.config"
 )
 
 // Node labels the device plugin sets from what NVML found, for

@@ -11,9 +11,17 @@ import (
 	"google.golang.org/protobuf/testing/protocmp"
 	pluginapi "k8s.io/kubelet/pkg/apis/deviceplugin/v1beta1"
 
+	"github.com/gpupack/gpupack/deviceplugin/config"
 	"github.com/gpupack/gpupack/mock"
 	"github.com/gpupack/gpupack/mock/job"
 )
+
+// mockConfig is a defaulted configuration of simulated cards.
+func mockConfig(spec, state string) *config.Config {
+	c := &config.Config{Version: config.Version, NVML: spec, MockState: state}
+	config.SetDefaults(c)
+	return c
+}
 
 func TestOpenNVML(t *testing.T) {
 	dir := t.TempDir()
@@ -35,7 +43,7 @@ func TestOpenNVML(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.spec, func(t *testing.T) {
-			cards, err := openNVML(context.Background(), &flags{nvmlSpec: tt.spec, node: "n1", mockState: filepath.Join(dir, "state.json")})
+			cards, err := openNVML(context.Background(), "n1", mockConfig(tt.spec, filepath.Join(dir, "state.json")))
 			if tt.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 					t.Errorf("err = %v, want %q", err, tt.wantErr)
@@ -69,7 +77,7 @@ func TestSimulatedCardsTravelWithTheAllocation(t *testing.T) {
 	t.Chdir(dir)
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			cards, err := openNVML(context.Background(), &flags{nvmlSpec: "mock:t4x4", node: "n1", mockState: tt.mockState})
+			cards, err := openNVML(context.Background(), "n1", mockConfig("mock:t4x4", tt.mockState))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -86,14 +94,14 @@ func TestSimulatedCardsTravelWithTheAllocation(t *testing.T) {
 		})
 	}
 	t.Run("the state's folder must not be /", func(t *testing.T) {
-		_, err := openNVML(context.Background(), &flags{nvmlSpec: "mock:t4x4", node: "n1", mockState: "/nvml.json"})
+		_, err := openNVML(context.Background(), "n1", mockConfig("mock:t4x4", "/nvml.json"))
 		if err == nil || !strings.Contains(err.Error(), "a folder of its own") {
 			t.Errorf("err = %v", err)
 		}
 	})
 	t.Run("real cards come with nothing more", func(t *testing.T) {
 		// The real library is not on this machine; what travels is.
-		cards, _ := openNVML(context.Background(), &flags{nvmlSpec: "real", nvmlLibrary: filepath.Join(dir, "none.so")})
+		cards, _ := openNVML(context.Background(), "n1", &config.Config{NVML: "real", NVMLLibrary: filepath.Join(dir, "none.so")})
 		if cards.mounts != nil || cards.env != nil {
 			t.Errorf("real cards: mounts %v, env %v", cards.mounts, cards.env)
 		}
@@ -117,7 +125,7 @@ func TestRestartKeepsTheSimulatedNode(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "mock", "nvml.json")
-			if _, err := openNVML(context.Background(), &flags{nvmlSpec: "mock:t4x4", node: "n1", mockState: path}); err != nil {
+			if _, err := openNVML(context.Background(), "n1", mockConfig("mock:t4x4", path)); err != nil {
 				t.Fatal(err)
 			}
 			st, err := mock.Open(path)
@@ -130,7 +138,7 @@ func TestRestartKeepsTheSimulatedNode(t *testing.T) {
 			if err := st.InjectXid(2, 79); err != nil {
 				t.Fatal(err)
 			}
-			if _, err := openNVML(context.Background(), &flags{nvmlSpec: tt.again, node: tt.node, mockState: path}); err != nil {
+			if _, err := openNVML(context.Background(), tt.node, mockConfig(tt.again, path)); err != nil {
 				t.Fatal(err)
 			}
 			s, err := st.Read()
@@ -155,12 +163,12 @@ func TestFlagErrors(t *testing.T) {
 		{[]string{"--node-name=n", "--nvml=mock:nope", "--mock-state=" + filepath.Join(t.TempDir(), "s.json")}, "neither a preset"},
 		{[]string{"extra"}, "unknown command"},
 		// a ticker of 0 used to panic the plugin
-		{[]string{"--node-name=n", "--usage-interval=0"}, "--usage-interval=0s: want a positive duration"},
-		{[]string{"--node-name=n", "--reconcile-interval=-1s"}, "--reconcile-interval=-1s: want a positive duration"},
-		{[]string{"--node-name=n", "--evict-over-share-after=-5m"}, "--evict-over-share-after=-5m0s: want 0 (only report) or a positive duration"},
-		{[]string{"--node-name=n", "--health-recovery=-1s"}, "--health-recovery=-1s: want a positive duration"},
-		{[]string{"--node-name=n", "--health-recovery=0"}, "--health-recovery=0s: want a positive duration"},
-		{[]string{"--node-name=n", "--metrics-port=70000"}, "--metrics-port=70000: want 1..65535"},
+		{[]string{"--node-name=n", "--usage-interval=0"}, `--usage-interval: Invalid value: "0s": must be a positive duration`},
+		{[]string{"--node-name=n", "--reconcile-interval=-1s"}, `--reconcile-interval: Invalid value: "-1s": must be a positive duration`},
+		{[]string{"--node-name=n", "--evict-over-share-after=-5m"}, `--evict-over-share-after: Invalid value: "-5m0s": must be 0s (only report) or a positive duration`},
+		{[]string{"--node-name=n", "--health-recovery=-1s"}, `--health-recovery: Invalid value: "-1s": must be a positive duration`},
+		{[]string{"--node-name=n", "--health-recovery=0"}, `--health-recovery: Invalid value: "0s": must be a positive duration`},
+		{[]string{"--node-name=n", "--metrics-port=70000"}, "--metrics-port: Invalid value: 70000: must be 1..65535"},
 		// every bad flag is named at once
 		{[]string{"--node-name=", "--usage-interval=0", "--memory-unit=KiB"}, "--node-name (or $NODE_NAME) is required\n--memory-unit: "},
 	}

@@ -546,6 +546,9 @@ func TestDeployRBAC(t *testing.T) {
 	dp := []call{
 		{verb: "get", resource: "nodes", name: "a100-0", allowed: true},
 		{verb: "patch", resource: "nodes", name: "a100-0", allowed: true},
+		// its own node, watched for the label that selects its configuration
+		{verb: "list", resource: "nodes", allowed: true},
+		{verb: "watch", resource: "nodes", allowed: true},
 		{verb: "patch", resource: "nodes", sub: "status", name: "a100-0", allowed: true},
 		{verb: "list", resource: "pods", allowed: true},
 		{verb: "watch", resource: "pods", allowed: true},
@@ -554,7 +557,7 @@ func TestDeployRBAC(t *testing.T) {
 		{verb: "create", resource: "events", ns: "team-a", allowed: true},
 		{verb: "patch", resource: "events", ns: "team-a", allowed: true},
 		// not needed, not granted
-		{verb: "list", resource: "nodes"},
+		{verb: "update", resource: "nodes", name: "a100-0"},
 		{verb: "delete", resource: "pods", ns: "team-a"},
 		{verb: "update", resource: "pods", ns: "team-a"},
 		{verb: "create", resource: "pods", sub: "binding", ns: "team-a"},
