@@ -3,15 +3,30 @@ SHELL := /usr/bin/env bash
 GO    ?= go
 PKGS  := ./...
 BIN   := bin
-VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
-LDFLAGS := -X github.com/gpupack/gpupack/extender.Version=$(VERSION) -X main.Version=$(VERSION)
+# VERSION comes from git tags (hack/version.sh: v0.3.0 on a tag,
+# v0.3.0-5-g<sha> after it, v0.0.0-dev.g<sha> before any; -dirty for
+# uncommitted changes): every binary reports it (--version, the extender's
+# /version), images are tagged with it and it is the chart's appVersion; the
+# chart's version is the same without the v.
+VERSION ?= $(shell hack/version.sh)
+VERSION := $(VERSION)
+LDFLAGS := -X github.com/gpupack/gpupack/internal/version.Version=$(VERSION)
+# Where a release's files are downloaded from: the krew manifest's uris.
+RELEASE_URL ?= https://github.com/gpupack/gpupack/releases/download/$(VERSION)
+RELEASE_DIR ?= $(BIN)/release
+# The images: make images builds them with docker buildx.
+REGISTRY  ?= ghcr.io/gpupack
+PLATFORMS ?= linux/$(shell $(GO) env GOARCH)
+# Where buildx puts them: --load (into the local engine; one platform), --push
+# (PUSH=1), or e.g. --output=type=cacheonly to build and keep nothing.
+IMAGE_OUTPUT ?= $(if $(PUSH),--push,--load)
 FUZZTIME ?= 30s
 BENCHTIME ?= 1s
 TRACE ?= ../shared/traces/openb
 # go-nvml's cgo bindings name deprecated NVML calls; the warnings are theirs.
 export CGO_CFLAGS ?= -O2 -g -Wno-deprecated-declarations
 
-.PHONY: help build test unit e2e node-deps demo throughput verify fmt lint bench fuzz clean manifests sim
+.PHONY: help build test unit e2e node-deps test-deps demo throughput verify fmt lint bench fuzz clean manifests sim release images
 
 help: ## list the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
@@ -23,23 +38,35 @@ build: ## build the binaries into bin/ (the extender without cgo; the node side 
 
 test: unit e2e ## run every test: unit tests, then the end-to-end tests on a local cluster
 
-unit: ## unit tests with the race detector: the product's, then the kubelet device-manager test in test/
+unit: test-deps ## unit tests with the race detector: the product's, then test/'s that need no cluster (the kubelet device manager, the dashboard's queries)
 	$(GO) test -race -count=1 $(PKGS)
-	cd test && $(GO) test -race -count=1 ./devicemanager/...
+	cd test && $(GO) test -race -count=1 ./devicemanager/... ./monitoring/...
 
 e2e: node-deps ## end-to-end tests on a local cluster, simulated nodes, then a real node as root (the first run builds the Kubernetes components into the cache: several minutes each)
 	cd test && $(GO) test -p 1 -count=1 -timeout 60m -v ./e2e/...
 
+# apt-install installs, as root with apt-get, those of Debian's packages $(1)
+# that are missing; otherwise target $(2) says what to install, and $(3).
+define apt-install
+	@missing=$$(for p in $(1); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
+	if [ -z "$$missing" ]; then :; \
+	elif [ "$$(id -u)" != 0 ]; then echo "$(2): not root: install" $$missing "yourself; $(3)"; \
+	elif ! command -v apt-get >/dev/null; then echo "$(2): no apt-get: install" $$missing "yourself; $(3)"; \
+	else echo "$(2): installing" $$missing; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; fi
+endef
+
 # What a real node needs from Debian's packages: the container runtime, the
 # CNI plugins, iptables for kube-proxy.
 NODE_DEPS := containerd runc containernetworking-plugins iptables conntrack
+# What the unit tests need: GLPK's solver for the simulator's bound (sim/bound.go).
+TEST_DEPS := glpk-utils
 
 node-deps: ## as root with apt-get: install what real nodes need (containerd, runc, CNI plugins, iptables) where missing
-	@if [ "$$(id -u)" != 0 ]; then echo "node-deps: not root: the real-node tests will say why they skip"; \
-	elif ! command -v apt-get >/dev/null; then echo "node-deps: no apt-get: install $(NODE_DEPS) yourself for real nodes"; \
-	else missing=$$(for p in $(NODE_DEPS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
-	  if [ -n "$$missing" ]; then echo "node-deps: installing" $$missing; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; fi; fi
+	$(call apt-install,$(NODE_DEPS),node-deps,the real-node tests will say why they skip)
+
+test-deps: ## as root with apt-get: install what the unit tests need (GLPK's glpsol, for the simulator's bound) where missing
+	$(call apt-install,$(TEST_DEPS),test-deps,the bound's tests skip without it (and fail where CI=true))
 
 throughput: ## schedule 2,000 GPU pods on 1,000 nodes through kube-scheduler with and without the extender; pods/s and ratio
 	cd test && $(GO) test -run '^$$' -bench Throughput -benchtime 1x -timeout 60m -v ./perf/
@@ -47,8 +74,11 @@ throughput: ## schedule 2,000 GPU pods on 1,000 nodes through kube-scheduler wit
 demo: node-deps ## bring a local GPU-sharing cluster up (as root, with a real node too), run a sample training workload, print where it went; stays up until Ctrl-C
 	cd test && $(GO) run ./cmd/gpupack-demo
 
-# helm, pinned by test/tools/helm and built into the cache on first use.
-HELM     := test/tools/helm/helm.sh
+# The tools make verify and make release run, each pinned by a module of
+# its own in test/tools/<name> and built into the cache ($GPUPACK_CACHE, else
+# ~/.cache/gpupack) on first use by test/tools/tool.sh.
+TOOL     := test/tools/tool.sh
+HELM     := $(TOOL) helm
 CHART    := deploy/chart/gpupack
 MANIFEST := deploy/manifests/gpupack.yaml
 render-manifests = { echo '\# Generated from $(CHART) with deploy/manifests/values.yaml by make manifests: edit the chart, not this file.'; \
@@ -57,14 +87,16 @@ render-manifests = { echo '\# Generated from $(CHART) with deploy/manifests/valu
 manifests: ## render the static manifests (deploy/manifests/gpupack.yaml) from the Helm chart
 	@$(render-manifests) > $(MANIFEST)
 
-verify: ## check gofmt, go vet, go mod tidy, the import rules each doc.go states, helm lint and that the static manifests are what the chart renders
+verify: ## check gofmt, go vet, go mod tidy (every module), the import rules each doc.go states, make lint, helm lint, the static manifests, the krew packaging
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(PKGS)
 	$(GO) test -count=1 ./internal/layout/
 	$(GO) mod tidy -diff
 	cd test && $(GO) vet ./... && $(GO) mod tidy -diff
-	cd test/tools/etcd && $(GO) mod tidy -diff
-	cd test/tools/helm && $(GO) mod tidy -diff
+	@set -e; for m in test/tools/*/go.mod; do echo "cd $${m%/go.mod} && $(GO) mod tidy -diff"; (cd $${m%/go.mod} && $(GO) mod tidy -diff); done
+	@$(MAKE) --no-print-directory lint
+	hack/version_test.sh
+	hack/krew.sh check
 	$(HELM) lint --strict $(CHART)
 	@$(render-manifests) | diff -u $(MANIFEST) - || { echo "$(MANIFEST) is not what the chart renders: run make manifests"; exit 1; }
 	@# the extender and the kubectl plugin stay pure Go: they must build without cgo (no go-nvml)
@@ -73,7 +105,29 @@ verify: ## check gofmt, go vet, go mod tidy, the import rules each doc.go states
 fmt: ## format the code
 	gofmt -w $$(git ls-files '*.go')
 
-lint: verify ## alias of verify (no external linter is vendored)
+lint: ## staticcheck (pinned in test/tools) over the product and the test module, actionlint over .github/workflows
+	$(TOOL) staticcheck $(PKGS)
+	cd test && ../$(TOOL) staticcheck ./...
+	$(TOOL) actionlint
+
+# The device plugin and gpupack-train need cgo (go-nvml): for the other
+# architecture hack/release.sh builds them with Debian's C cross compiler
+# (gcc-aarch64-linux-gnu on amd64), installing it with apt-get where it is
+# missing and we are root, as node-deps does. go-nvml loads libnvidia-ml
+# with dlopen at run time: no NVIDIA library is needed to build.
+release: ## write a release into bin/release (VERSION from git tags): binaries for linux/amd64 and arm64, the kubectl plugin's krew archives and manifest (validated by krew), the chart, SHA256SUMS; see the README's Releases
+	VERSION=$(VERSION) RELEASE_URL=$(RELEASE_URL) OUT=$(RELEASE_DIR) GO=$(GO) hack/release.sh
+
+# make images needs Docker with buildx (the tests build their images without
+# one: test/images). The binaries get VERSION, the images the OCI labels.
+images: ## build the images with docker buildx, tagged VERSION (PLATFORMS=linux/amd64,linux/arm64 PUSH=1 pushes them to REGISTRY)
+	@set -e; for c in extender device-plugin train; do \
+	  echo "image $(REGISTRY)/gpupack-$$c:$(VERSION) for $(PLATFORMS)"; \
+	  docker buildx build -f deploy/docker/$$c.Dockerfile --platform $(PLATFORMS) --build-arg VERSION=$(VERSION) \
+	    --label org.opencontainers.image.version=$(VERSION) --label org.opencontainers.image.revision=$$(git rev-parse HEAD) \
+	    --label org.opencontainers.image.source=https://github.com/gpupack/gpupack --label org.opencontainers.image.licenses=Apache-2.0 \
+	    -t $(REGISTRY)/gpupack-$$c:$(VERSION) $(IMAGE_OUTPUT) . ; \
+	done
 
 bench: ## run the benchmarks (BENCHTIME=1s)
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) $(PKGS)

@@ -25,10 +25,8 @@ import (
 	"github.com/gpupack/gpupack/extender/cache"
 	"github.com/gpupack/gpupack/extender/config"
 	"github.com/gpupack/gpupack/extender/policy"
+	"github.com/gpupack/gpupack/internal/version"
 )
-
-// Version is set at build time (-ldflags -X).
-var Version = "dev"
 
 // Prefix is gpushare's URL prefix, which scheduler configurations name.
 const Prefix = "/gpushare-scheduler"
@@ -170,7 +168,7 @@ func (s *Server) probes(mux *http.ServeMux) {
 		_, _ = w.Write([]byte("ok"))
 	})
 	mux.HandleFunc("GET /version", func(w http.ResponseWriter, _ *http.Request) {
-		writeJSON(w, http.StatusOK, map[string]string{"version": Version, "goVersion": runtime.Version(), "policy": string(s.policy.Name), "memoryUnit": string(s.unit)})
+		writeJSON(w, http.StatusOK, map[string]string{"version": version.Get(), "goVersion": runtime.Version(), "policy": string(s.policy.Name), "memoryUnit": string(s.unit)})
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.registry, promhttp.HandlerOpts{}))
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/gpupack/gpupack/extender/config"
 	"github.com/gpupack/gpupack/extender/policy"
 	"github.com/gpupack/gpupack/internal/cli"
+	"github.com/gpupack/gpupack/internal/version"
 )
 
 func main() {
@@ -43,7 +44,7 @@ parallelism, bindTimeout, clientQPS, clientBurst, tls{certFile,keyFile,
 clientCAFile}).
 Flags win over the file.`,
 		SilenceUsage: true,
-		Version:      extender.Version,
+		Version:      version.Get(),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg := &config.Config{}
 			if configFile != "" {
@@ -67,7 +68,7 @@ Flags win over the file.`,
 				return err
 			}
 			rc.QPS, rc.Burst = cfg.ClientQPS, cfg.ClientBurst
-			rc.UserAgent = "gpupack-extender/" + extender.Version
+			rc.UserAgent = "gpupack-extender/" + version.Get()
 			client, err := kubernetes.NewForConfig(rc)
 			if err != nil {
 				return fmt.Errorf("building the API client: %w", err)

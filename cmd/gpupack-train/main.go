@@ -9,12 +9,10 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/gpupack/gpupack/internal/version"
 	"github.com/gpupack/gpupack/mock"
 	"github.com/gpupack/gpupack/mock/job"
 )
-
-// Version is set at build time.
-var Version = "dev"
 
 func main() {
 	if err := newCommand().Execute(); err != nil {
@@ -38,7 +36,7 @@ phases of a training loop (loading, warm-up, training, checkpoints), and
 leaves when done. --exceed 1.5 makes it take 150% of its share from the middle
 of training on, as a job that ignores its limit does.`,
 		SilenceUsage: true,
-		Version:      Version,
+		Version:      version.Get(),
 		Args:         cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			env, err := job.ReadEnv(os.Getenv)

@@ -15,10 +15,8 @@ import (
 
 	"github.com/gpupack/gpupack/contract"
 	"github.com/gpupack/gpupack/inspect"
+	"github.com/gpupack/gpupack/internal/version"
 )
-
-// Version is set at build time.
-var Version = "dev"
 
 func main() {
 	if err := newCommand(os.Stdout, os.Stderr).Execute(); err != nil {
@@ -44,7 +42,7 @@ allocatable memory, and the annotations the extender writes on pods.`,
 		Args:          cobra.MaximumNArgs(1),
 		SilenceUsage:  true,
 		SilenceErrors: true,
-		Version:       Version,
+		Version:       version.Get(),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			opts := inspect.Options{}
 			if len(args) == 1 {
@@ -61,7 +59,7 @@ allocatable memory, and the annotations the extender writes on pods.`,
 			if err != nil {
 				return err
 			}
-			rc.UserAgent = "kubectl-inspect-gpushare/" + Version
+			rc.UserAgent = "kubectl-inspect-gpushare/" + version.Get()
 			client, err := kubernetes.NewForConfig(rc)
 			if err != nil {
 				return err

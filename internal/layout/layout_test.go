@@ -74,7 +74,7 @@ var rules = map[string]rule{
 	},
 	// "It must not import go-nvml or anything else that needs cgo."
 	"extender": {
-		imports:     []string{"contract", "extender/cache", "extender/config", "extender/policy"},
+		imports:     []string{"contract", "extender/cache", "extender/config", "extender/policy", "internal/version"},
 		notDependOn: []string{goNVML, ourNVML, ourMock, devPlugin},
 	},
 	// "It reads cards through package nvml (real or mock) and pods through
@@ -83,6 +83,13 @@ var rules = map[string]rule{
 	"deviceplugin": {
 		imports:     []string{"contract", "nvml"},
 		notDependOn: []string{extender, ourMock},
+	},
+	// "It must not depend on a CLI library or on client-go:
+	// cmd/gpupack-device-plugin maps flags onto it and reads the node's
+	// labels."
+	"deviceplugin/config": {
+		imports:     []string{"contract"},
+		notDependOn: []string{cobra, pflag, clientGo, goNVML},
 	},
 	// "Only nvml/, mock/ and deviceplugin/ may import go-nvml; the
 	// extender and the kubectl plugin must not import this package."
@@ -122,16 +129,22 @@ var rules = map[string]rule{
 		imports: []string{"contract"},
 	},
 	"internal/layout": {},
+	// "It depends on the standard library only, so that every command,
+	// cgo or not, can import it."
+	"internal/version": {
+		imports:        []string{},
+		onlyThirdParty: []string{},
+	},
 	// The commands are thin mains (flags, wiring, run) over the packages
 	// above; those that run off GPU nodes stay free of cgo: "The extender,
 	// the kubectl plugin and the simulator build with CGO_ENABLED=0"
 	// (STYLE.md). Their doc.go says the same.
 	"cmd/gpupack-extender": {
-		imports:     []string{"extender", "extender/config", "extender/policy", "internal/cli"},
+		imports:     []string{"extender", "extender/config", "extender/policy", "internal/cli", "internal/version"},
 		notDependOn: []string{goNVML, ourNVML, ourMock, devPlugin},
 	},
 	"cmd/kubectl-inspect-gpushare": {
-		imports:     []string{"contract", "inspect", "internal/cli"},
+		imports:     []string{"contract", "inspect", "internal/cli", "internal/version"},
 		notDependOn: []string{goNVML, ourNVML, ourMock, devPlugin, extender},
 	},
 	"cmd/gpupack-sim": {
@@ -139,11 +152,11 @@ var rules = map[string]rule{
 		notDependOn: []string{goNVML, clientGo, devPlugin},
 	},
 	"cmd/gpupack-device-plugin": {
-		imports:     []string{"contract", "deviceplugin", "internal/cli", "mock", "mock/job", "nvml"},
+		imports:     []string{"contract", "deviceplugin", "deviceplugin/config", "internal/cli", "internal/version", "mock", "mock/job", "nvml"},
 		notDependOn: []string{extender},
 	},
 	"cmd/gpupack-train": {
-		imports:     []string{"mock", "mock/job"},
+		imports:     []string{"internal/version", "mock", "mock/job"},
 		notDependOn: []string{extender, devPlugin, clientGo},
 	},
 }

@@ -80,7 +80,7 @@ func EnsureBinaries(ctx context.Context, ours string, realNodes bool, out io.Wri
 	ldflags := fmt.Sprintf("-s -w -X k8s.io/component-base/version.gitVersion=%s -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=%s",
 		KubernetesVersion, strings.Split(KubernetesVersion, ".")[1])
 	// Ours are built as deploy/docker's Dockerfiles build them.
-	ourFlags := "-s -w -X github.com/gpupack/gpupack/extender.Version=" + ImageTag + " -X main.Version=" + ImageTag
+	ourFlags := "-s -w -X github.com/gpupack/gpupack/internal/version.Version=" + ImageTag
 	builds := []build{
 		{"kube-apiserver " + KubernetesVersion, mod, "k8s.io/kubernetes/cmd/kube-apiserver", b.APIServer, ldflags, true, true},
 		{"kube-scheduler " + KubernetesVersion, mod, "k8s.io/kubernetes/cmd/kube-scheduler", b.Scheduler, ldflags, true, true},
