@@ -83,10 +83,12 @@ type nodeType struct {
 
 // shape is GPU pods alike in what placement reads.
 type shape struct {
-	cards, milli, cpu, memory int64
-	models                    string // '|'-joined, "" for any
-	allowed                   []string
-	count                     int64
+	shapeKey
+	allowed []string
+	count   int64
+	// placed is how many of its pods the bound's solution places
+	// (fractions included); set by solveBound.
+	placed float64
 }
 
 func (s *shape) demand() int64 { return s.cards * s.milli }
@@ -103,7 +105,8 @@ func nodeTypes(nodes []Node) []*nodeType {
 		k := nodeType{model: n.Model, cards: n.GPUs, cpu: n.CPUMilli, memory: n.MemoryMiB}
 		t := byKey[k]
 		if t == nil {
-			t = &nodeType{model: n.Model, cards: n.GPUs, cpu: n.CPUMilli, memory: n.MemoryMiB}
+			t = new(nodeType)
+			*t = k
 			byKey[k] = t
 			out = append(out, t)
 		}
@@ -112,7 +115,8 @@ func nodeTypes(nodes []Node) []*nodeType {
 	return out
 }
 
-// shapeKey is what makes pods one shape.
+// shapeKey is what makes pods one shape; models is the allowed models as
+// fmt.Sprint writes the list ("[]" for any).
 type shapeKey struct {
 	cards, milli, cpu, memory int64
 	models                    string
@@ -133,7 +137,7 @@ func podShapes(pods []Pod, arrived []int) []*shape {
 		k := keyOf(p)
 		s := byKey[k]
 		if s == nil {
-			s = &shape{cards: p.NumGPU, milli: p.GPUMilli, cpu: p.CPUMilli, memory: p.MemoryMiB, models: k.models, allowed: p.Models}
+			s = &shape{shapeKey: k, allowed: p.Models}
 			byKey[k] = s
 			out = append(out, s)
 		}
@@ -156,9 +160,9 @@ func UpperBound(ctx context.Context, nodes []Node, pods []Pod, arrived []int) (f
 	return opt, err
 }
 
-// solveBound solves the program: its optimum, and how many pods of each
-// shape its solution places (fractions included).
-func solveBound(ctx context.Context, nodes []Node, pods []Pod, arrived []int) (float64, map[shapeKey]float64, error) {
+// solveBound solves the program: its optimum, and the arrived GPU pods'
+// shapes with how many of each its solution places (shape.placed).
+func solveBound(ctx context.Context, nodes []Node, pods []Pod, arrived []int) (float64, []*shape, error) {
 	types, shapes := nodeTypes(nodes), podShapes(pods, arrived)
 	// cols are the shapes of the columns in the order they first appear
 	// (in the objective), which is glpsol's numbering of them.
@@ -172,7 +176,7 @@ func solveBound(ctx context.Context, nodes []Node, pods []Pod, arrived []int) (f
 		}
 	}
 	shapeRows := make([]bytes.Buffer, len(shapes))
-	any := false
+	fitsAny := false
 	for ti, t := range types {
 		capGPU := int64(t.cards) * CardUnits
 		nodes := float64(t.count)
@@ -182,7 +186,7 @@ func solveBound(ctx context.Context, nodes []Node, pods []Pod, arrived []int) (f
 			if !s.fits(t) {
 				continue
 			}
-			any = true
+			fitsAny = true
 			cols = append(cols, s)
 			term(&obj, float64(s.demand()), ti, si)
 			term(&shapeRows[si], 1, ti, si)
@@ -214,8 +218,8 @@ func solveBound(ctx context.Context, nodes []Node, pods []Pod, arrived []int) (f
 			}
 		}
 	}
-	if !any {
-		return 0, nil, nil
+	if !fitsAny {
+		return 0, shapes, nil
 	}
 	for si, s := range shapes {
 		if shapeRows[si].Len() > 0 {
@@ -243,11 +247,10 @@ func solveBound(ctx context.Context, nodes []Node, pods []Pod, arrived []int) (f
 	if err != nil {
 		return 0, nil, err
 	}
-	placed := map[shapeKey]float64{}
 	for j, s := range cols {
-		placed[shapeKey{s.cards, s.milli, s.cpu, s.memory, s.models}] += values[j]
+		s.placed += values[j]
 	}
-	return opt, placed, nil
+	return opt, shapes, nil
 }
 
 // readSolution reads an optimal basic solution from glpsol's plain-text
@@ -362,14 +365,15 @@ func Limits(ctx context.Context, nodes []Node, pods []Pod, seed int64) (*Limit, 
 		return nil, fmt.Errorf("the nodes have no GPU")
 	}
 	arrived := Arrived(pods, seed, capacity, 100)
-	ub, quota, err := solveBound(ctx, nodes, pods, arrived)
+	ub, shapes, err := solveBound(ctx, nodes, pods, arrived)
 	if err != nil {
 		return nil, err
 	}
 	l := &Limit{Seed: seed, BoundUnallocated: 100 - 100*ub/float64(capacity), OfflineUnallocated: math.Inf(1), BoundLeavesOut: map[string]float64{}}
-	for _, s := range podShapes(pods, arrived) {
-		k := shapeKey{s.cards, s.milli, s.cpu, s.memory, s.models}
-		if out := float64(s.count) - quota[k]; out > 1e-6 {
+	quota := make(map[shapeKey]float64, len(shapes))
+	for _, s := range shapes {
+		quota[s.shapeKey] = s.placed
+		if out := float64(s.count) - s.placed; out > 1e-6 {
 			l.BoundLeavesOut[fmt.Sprintf("%dx%d", s.cards, s.milli)] += 100 * out * float64(s.demand()) / float64(capacity)
 		}
 	}
