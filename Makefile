@@ -26,7 +26,7 @@ TRACE ?= ../shared/traces/openb
 # go-nvml's cgo bindings name deprecated NVML calls; the warnings are theirs.
 export CGO_CFLAGS ?= -O2 -g -Wno-deprecated-declarations
 
-.PHONY: help build test unit e2e node-deps test-deps demo throughput verify fmt lint bench fuzz clean manifests sim release images
+.PHONY: help build test unit e2e gpu-check node-deps test-deps demo throughput verify fmt lint bench fuzz clean manifests sim release images
 
 help: ## list the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
@@ -41,6 +41,11 @@ test: unit e2e ## run every test: unit tests, then the end-to-end tests on a loc
 unit: test-deps ## unit tests with the race detector: the product's, then test/'s that need no cluster (the kubelet device manager, the dashboard's queries)
 	$(GO) test -race -count=1 $(PKGS)
 	cd test && $(GO) test -race -count=1 ./devicemanager/... ./monitoring/...
+
+gpu-check: ## on a node with NVIDIA cards, as root: the device plugin on the real cards (our nvml over libnvidia-ml) under the kubelet's device-manager code, with CUDA jobs holding their shares (test/devicemanager TestRealCards)
+	@mkdir -p $(BIN)
+	cd test && $(GO) build -o ../$(BIN)/cudajob ./cmd/cudajob
+	cd test && GPUPACK_REAL_NVML=1 GPUPACK_CUDA_JOB=$(abspath $(BIN))/cudajob $(GO) test -count=1 -v -run TestRealCards ./devicemanager/
 
 e2e: node-deps ## end-to-end tests on a local cluster, simulated nodes, then a real node as root (the first run builds the Kubernetes components into the cache: several minutes each)
 	cd test && $(GO) test -p 1 -count=1 -timeout 60m -v ./e2e/...

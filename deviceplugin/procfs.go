@@ -19,14 +19,18 @@ type Owner struct {
 }
 
 // ProcFS reads process cgroups under Root (the host's /proc, mounted into
-// the plugin's container; a fake tree in tests), through the Prometheus
-// procfs library.
+// the plugin's container; a fake tree in tests; "" for /proc), through the
+// Prometheus procfs library.
 type ProcFS struct{ Root string }
 
 // Owner maps a process to its pod. It returns an error for a process that
 // is gone or runs outside every pod (a daemon on the host).
 func (p ProcFS) Owner(pid int) (Owner, error) {
-	fs, err := procfs.NewFS(p.Root)
+	root := p.Root
+	if root == "" {
+		root = procfs.DefaultMountPoint
+	}
+	fs, err := procfs.NewFS(root)
 	if err != nil {
 		return Owner{}, fmt.Errorf("process %d: %w", pid, err)
 	}

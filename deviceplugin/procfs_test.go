@@ -68,4 +68,8 @@ func TestProcFSOwner(t *testing.T) {
 	if _, err := fs.Owner(13); err == nil {
 		t.Error("a process that is gone has no owner")
 	}
+	// No root is the real /proc, where this test's process runs in no pod.
+	if _, err := (ProcFS{}).Owner(os.Getpid()); err == nil || !strings.Contains(err.Error(), "runs in no pod") {
+		t.Errorf("this process, through the default /proc: err = %v", err)
+	}
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/fake"
 	"k8s.io/klog/v2"
 	"k8s.io/klog/v2/ktesting"
@@ -82,6 +83,84 @@ func (k *kubelet) healthy() []string {
 	return out
 }
 
+// allocate does what the kubelet does for a container asking for size
+// devices: it asks the plugin for a preference among the healthy devices
+// not taken, takes what it preferred, and returns the environment of their
+// allocation.
+func (k *kubelet) allocate(ctx context.Context, t *testing.T, taken map[string]bool, size int) map[string]string {
+	t.Helper()
+	var free []string
+	for _, id := range k.healthy() {
+		if !taken[id] {
+			free = append(free, id)
+		}
+	}
+	pref, err := k.api().GetPreferredAllocation(ctx, &api.PreferredAllocationRequest{ContainerRequests: []*api.ContainerPreferredAllocationRequest{
+		{AvailableDeviceIDs: free, AllocationSize: int32(size)},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids := pref.ContainerResponses[0].DeviceIDs
+	if len(ids) != size {
+		t.Fatalf("preferred %d devices, want %d", len(ids), size)
+	}
+	for _, id := range ids {
+		taken[id] = true
+	}
+	resp, err := k.api().Allocate(ctx, &api.AllocateRequest{ContainerRequests: []*api.ContainerAllocateRequest{{DevicesIds: ids}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.ContainerResponses[0].Envs
+}
+
+// node is a plugin of node-a served under a kubelet's registration server.
+type node struct {
+	*kubelet
+	srv       dpserver.Server
+	plugin    *deviceplugin.Plugin
+	pluginDir string
+}
+
+// runPlugin serves a plugin of node-a on lib, with node-a's pods from kube,
+// and registers it with a kubelet's registration server in a fresh folder,
+// until the test ends. It waits for the first device list.
+func runPlugin(ctx context.Context, t *testing.T, lib nvml.Interface, kube kubernetes.Interface, opts deviceplugin.Options) *node {
+	t.Helper()
+	logger := klog.FromContext(ctx)
+	ctx, cancel := context.WithCancel(ctx)
+	dir, err := os.MkdirTemp("", "dm") // short: unix socket paths are limited
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	opts.NodeName, opts.Dir = "node-a", filepath.Join(dir, "device-plugins")
+	pods := deviceplugin.NewNodePods(kube, "node-a")
+	pods.Start(ctx)
+	if !pods.WaitForSync(ctx) {
+		t.Fatal("pods not synced")
+	}
+	plugin, err := deviceplugin.New(opts, lib, pods, kube)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := &node{kubelet: newKubelet(), plugin: plugin, pluginDir: opts.Dir}
+	n.srv = startServer(t, logger, opts.Dir, n.kubelet)
+	done := make(chan error, 1)
+	go func() { done <- plugin.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+		pods.Shutdown()
+	})
+	wait(t, n.connected, "registration")
+	wait(t, n.listed, "ListAndWatch")
+	return n
+}
+
 func wait(t *testing.T, ch chan struct{}, what string) {
 	t.Helper()
 	select {
@@ -113,19 +192,11 @@ func bound(name, alloc string, w *fixture.PodWrapper) runtime.Object {
 // GPU container, health, and a kubelet restart.
 func TestKubeletDeviceManager(t *testing.T) {
 	logger, ctx := ktesting.NewTestContext(t)
-	ctx, cancel := context.WithCancel(ctx)
-	dir, err := os.MkdirTemp("", "dm") // short: unix socket paths are limited
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	pluginDir := filepath.Join(dir, "device-plugins")
-
 	state, err := mock.NewState(mock.Config{Node: "node-a", Preset: "mixed"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	store, err := mock.Create(filepath.Join(dir, "nvml.json"), state)
+	store, err := mock.Create(filepath.Join(t.TempDir(), "nvml.json"), state)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -139,32 +210,11 @@ func TestKubeletDeviceManager(t *testing.T) {
 		bound("two", `{"0":{"2":2},"1":{"2":3}}`, fixture.MakePod().GPUMem(2).GPUMem(3)),
 		bound("multi", `{"0":{"0":5,"1":5}}`, fixture.MakePod().Container("10", "2", "")),
 	)
-	pods := deviceplugin.NewNodePods(kube, "node-a")
-	pods.Start(ctx)
-	if !pods.WaitForSync(ctx) {
-		t.Fatal("pods not synced")
-	}
-	plugin, err := deviceplugin.New(deviceplugin.Options{
-		NodeName: "node-a", Dir: pluginDir, Unit: contract.GiB,
+	n := runPlugin(ctx, t, lib, kube, deviceplugin.Options{
+		Unit:   contract.GiB,
 		Health: nvml.HealthOptions{Poll: 20 * time.Millisecond, Quiet: 300 * time.Millisecond},
-	}, lib, pods, kube)
-	if err != nil {
-		t.Fatal(err)
-	}
-
-	k := newKubelet()
-	srv := startServer(t, logger, pluginDir, k)
-	done := make(chan error, 1)
-	go func() { done <- plugin.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-		pods.Shutdown()
 	})
-	wait(t, k.connected, "registration")
-	wait(t, k.listed, "ListAndWatch")
+	k, srv := n.kubelet, n.srv
 	if n := len(k.healthy()); n != 80+80+15+15 {
 		t.Fatalf("%d healthy devices, want 190 (2 x 80 GiB + 2 x 15 GiB)", n)
 	}
@@ -172,33 +222,7 @@ func TestKubeletDeviceManager(t *testing.T) {
 	// The kubelet asks for a preference among the free devices, then
 	// allocates what it chose, container by container.
 	taken := map[string]bool{}
-	allocate := func(size int) map[string]string {
-		t.Helper()
-		var free []string
-		for _, id := range k.healthy() {
-			if !taken[id] {
-				free = append(free, id)
-			}
-		}
-		pref, err := k.api().GetPreferredAllocation(ctx, &api.PreferredAllocationRequest{ContainerRequests: []*api.ContainerPreferredAllocationRequest{
-			{AvailableDeviceIDs: free, AllocationSize: int32(size)},
-		}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		ids := pref.ContainerResponses[0].DeviceIDs
-		if len(ids) != size {
-			t.Fatalf("preferred %d devices, want %d", len(ids), size)
-		}
-		for _, id := range ids {
-			taken[id] = true
-		}
-		resp, err := k.api().Allocate(ctx, &api.AllocateRequest{ContainerRequests: []*api.ContainerAllocateRequest{{DevicesIds: ids}}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return resp.ContainerResponses[0].Envs
-	}
+	allocate := func(size int) map[string]string { return k.allocate(ctx, t, taken, size) }
 	uuid := func(i int) string { return state.Cards[i].UUID }
 	tests := []struct {
 		name string
@@ -243,7 +267,7 @@ func TestKubeletDeviceManager(t *testing.T) {
 	if err := srv.Stop(logger); err != nil {
 		t.Fatal(err)
 	}
-	srv = startServer(t, logger, pluginDir, k)
+	srv = startServer(t, logger, n.pluginDir, k)
 	defer srv.Stop(logger)
 	wait(t, k.connected, "registration after the kubelet restarted")
 	wait(t, k.listed, "ListAndWatch after the kubelet restarted")
