@@ -11,8 +11,9 @@ import (
 	"time"
 
 	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/model"
+	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/promql"
-	"github.com/prometheus/prometheus/promql/promqltest"
 	"github.com/prometheus/prometheus/storage"
 
 	"github.com/gpupack/gpupack/nvml"
@@ -31,18 +32,35 @@ const readmeJoin = `DCGM_FI_DEV_FB_USED - on(UUID) group_left(node, index) (gpup
 // with DCGM must find every card.
 func TestQueriesEvaluate(t *testing.T) {
 	dp, devs := devicePluginMetrics(t)
-	var load strings.Builder
-	load.WriteString("load 1m\n")
-	writeSeries(&load, extenderMetrics(t), `job="gpupack-scheduler-metrics",instance="10.0.0.5:10252",namespace="kube-system",pod="gpupack-scheduler-0"`)
-	writeSeries(&load, dp, `job="gpupack-device-plugin-metrics",instance="10.0.0.1:9445"`)
+	st := &memStorage{}
+	addSeries(t, st, extenderMetrics(t), labels.FromStrings("job", "gpupack-scheduler-metrics", "instance", "10.0.0.5:10252", "namespace", "kube-system", "pod", "gpupack-scheduler-0"))
+	addSeries(t, st, dp, labels.FromStrings("job", "gpupack-device-plugin-metrics", "instance", "10.0.0.1:9445"))
 	// dcgm-exporter on the same node: MiB in use 4096 + 100*index, 40 + index °C.
 	for _, d := range devs {
-		l := dcgmSeriesLabels(d, "node-a")
-		fmt.Fprintf(&load, "  DCGM_FI_DEV_FB_USED{%s} %dx30\n", l, 4096+100*d.Index)
-		fmt.Fprintf(&load, "  DCGM_FI_DEV_GPU_TEMP{%s} %dx30\n", l, 40+d.Index)
+		b := labels.NewBuilder(dcgmSeriesLabels(d, "node-a"))
+		for name, v := range map[string]int{"DCGM_FI_DEV_FB_USED": 4096 + 100*d.Index, "DCGM_FI_DEV_GPU_TEMP": 40 + d.Index} {
+			if err := st.add(b.Set(model.MetricNameLabel, name).Labels(), float64(v)); err != nil {
+				t.Fatal(err)
+			}
+		}
 	}
-	st := promqltest.LoadedStorage(t, load.String())
-	engine := promqltest.NewTestEngine(t, false, 5*time.Minute, 1e6)
+	// Prometheus's engine as the server sets it up: the @ modifier and
+	// negative offsets on, a subquery without a step evaluated every minute
+	// (the server's evaluation interval); its parser without experimental
+	// functions, as the server's defaults have it.
+	engine := promql.NewEngine(promql.EngineOpts{
+		MaxSamples:               1e6,
+		Timeout:                  100 * time.Second,
+		LookbackDelta:            5 * time.Minute,
+		NoStepSubqueryIntervalFn: func(int64) int64 { return time.Minute.Milliseconds() },
+		EnableAtModifier:         true,
+		EnableNegativeOffset:     true,
+	})
+	t.Cleanup(func() {
+		if err := engine.Close(); err != nil {
+			t.Error(err)
+		}
+	})
 	at := time.Unix(0, 0).Add(20 * time.Minute)
 
 	readme, err := os.ReadFile("../../README.md")
@@ -80,58 +98,76 @@ func TestQueriesEvaluate(t *testing.T) {
 
 // dcgmSeriesLabels are the labels dcgm-exporter (Kubernetes mode, NODE_NAME set)
 // writes for a card, with the target labels Prometheus adds to its scrape.
-func dcgmSeriesLabels(d nvml.Device, node string) string {
-	return fmt.Sprintf(`gpu="%d",UUID=%q,pci_bus_id=%q,device="nvidia%d",modelName=%q,hostname=%q,DCGM_FI_DRIVER_VERSION="550.54.15",`+
-		`job="nvidia-dcgm-exporter",instance="10.0.0.1:9400",namespace="gpu-operator",pod="nvidia-dcgm-exporter-abcde"`,
-		d.Index, d.UUID, d.PCIBusID, d.Index, d.Model, node)
+func dcgmSeriesLabels(d nvml.Device, node string) labels.Labels {
+	return labels.FromStrings(
+		"gpu", strconv.Itoa(d.Index), "UUID", d.UUID, "pci_bus_id", d.PCIBusID, "device", fmt.Sprintf("nvidia%d", d.Index),
+		"modelName", d.Model, "hostname", node, "DCGM_FI_DRIVER_VERSION", "550.54.15",
+		"job", "nvidia-dcgm-exporter", "instance", "10.0.0.1:9400", "namespace", "gpu-operator", "pod", "nvidia-dcgm-exporter-abcde")
 }
 
-// writeSeries writes the families' samples as promqltest load lines, each
-// series constant over half an hour, with the target's labels added.
-func writeSeries(b *strings.Builder, families map[string]*dto.MetricFamily, target string) {
-	line := func(name string, m *dto.Metric, extra string, v float64) {
-		var l []string
+// addSeries stores the families' samples in st as Prometheus stores a
+// scrape of them, each series constant over half an hour, with the
+// target's labels added.
+func addSeries(t *testing.T, st *memStorage, families map[string]*dto.MetricFamily, target labels.Labels) {
+	t.Helper()
+	add := func(name string, m *dto.Metric, extra labels.Label, v float64) {
+		b := labels.NewBuilder(labels.EmptyLabels())
+		has := map[string]bool{}
 		for _, lp := range m.GetLabel() {
-			l = append(l, fmt.Sprintf("%s=%q", lp.GetName(), lp.GetValue()))
+			b.Set(lp.GetName(), lp.GetValue())
+			has[lp.GetName()] = true
 		}
-		if extra != "" {
-			l = append(l, extra)
+		if extra.Name != "" {
+			b.Set(extra.Name, extra.Value)
+			has[extra.Name] = true
 		}
 		// The target's labels unless the series carries its own (as
 		// honor_labels keeps them).
-		for _, tl := range strings.Split(target, ",") {
-			if !strings.Contains(","+strings.Join(l, ",")+",", ","+strings.SplitN(tl, "=", 2)[0]+"=") {
-				l = append(l, tl)
+		target.Range(func(tl labels.Label) {
+			if !has[tl.Name] {
+				b.Set(tl.Name, tl.Value)
 			}
+		})
+		b.Set(model.MetricNameLabel, name)
+		if err := st.add(b.Labels(), v); err != nil {
+			t.Fatal(err)
 		}
-		fmt.Fprintf(b, "  %s{%s} %sx30\n", name, strings.Join(l, ","), strconv.FormatFloat(v, 'g', -1, 64))
+	}
+	bound := func(name string, f float64) labels.Label {
+		return labels.Label{Name: name, Value: strconv.FormatFloat(f, 'g', -1, 64)}
 	}
 	for name, mf := range families {
 		for _, m := range mf.GetMetric() {
 			switch mf.GetType() {
 			case dto.MetricType_COUNTER:
-				line(name, m, "", m.GetCounter().GetValue())
+				add(name, m, labels.Label{}, m.GetCounter().GetValue())
 			case dto.MetricType_GAUGE:
-				line(name, m, "", m.GetGauge().GetValue())
+				add(name, m, labels.Label{}, m.GetGauge().GetValue())
 			case dto.MetricType_UNTYPED:
-				line(name, m, "", m.GetUntyped().GetValue())
+				add(name, m, labels.Label{}, m.GetUntyped().GetValue())
 			case dto.MetricType_HISTOGRAM:
 				h := m.GetHistogram()
+				inf := false
 				for _, bk := range h.GetBucket() {
-					line(name+"_bucket", m, fmt.Sprintf("le=%q", strconv.FormatFloat(bk.GetUpperBound(), 'g', -1, 64)), float64(bk.GetCumulativeCount()))
+					add(name+"_bucket", m, bound("le", bk.GetUpperBound()), float64(bk.GetCumulativeCount()))
+					inf = inf || math.IsInf(bk.GetUpperBound(), +1)
 				}
-				line(name+"_bucket", m, `le="+Inf"`, float64(h.GetSampleCount()))
-				line(name+"_sum", m, "", h.GetSampleSum())
-				line(name+"_count", m, "", float64(h.GetSampleCount()))
+				// The text format lists the +Inf bucket; the protobuf one
+				// leaves it to the count.
+				if !inf {
+					add(name+"_bucket", m, labels.Label{Name: "le", Value: "+Inf"}, float64(h.GetSampleCount()))
+				}
+				add(name+"_sum", m, labels.Label{}, h.GetSampleSum())
+				add(name+"_count", m, labels.Label{}, float64(h.GetSampleCount()))
 			case dto.MetricType_SUMMARY:
 				s := m.GetSummary()
 				for _, q := range s.GetQuantile() {
 					if !math.IsNaN(q.GetValue()) {
-						line(name, m, fmt.Sprintf("quantile=%q", strconv.FormatFloat(q.GetQuantile(), 'g', -1, 64)), q.GetValue())
+						add(name, m, bound("quantile", q.GetQuantile()), q.GetValue())
 					}
 				}
-				line(name+"_sum", m, "", s.GetSampleSum())
-				line(name+"_count", m, "", float64(s.GetSampleCount()))
+				add(name+"_sum", m, labels.Label{}, s.GetSampleSum())
+				add(name+"_count", m, labels.Label{}, float64(s.GetSampleCount()))
 			}
 		}
 	}
