@@ -1,9 +1,6 @@
 package sim
 
 import (
-	"fmt"
-	"math/rand"
-	"slices"
 	"time"
 
 	"github.com/gpupack/gpupack/extender/policy"
@@ -105,144 +102,27 @@ type answer struct {
 // request shape in policy.Answers under the node's index. No pod departs;
 // a pod that fits nowhere fails and is skipped.
 func Replay(cfg Config) (*Result, error) {
-	if cfg.Policy == nil {
-		return nil, fmt.Errorf("no policy")
-	}
-	switch cfg.Ties {
-	case "":
-		cfg.Ties = DefaultTies
-	case TieFirst, TieRandom, TiePermutation:
-	default:
-		return nil, fmt.Errorf("unknown tie-break %q: want %s, %s or %s", cfg.Ties, TieFirst, TieRandom, TiePermutation)
-	}
 	start := time.Now()
+	sc, err := newScheduler(&cfg)
+	if err != nil {
+		return nil, err
+	}
 	capacity := Capacity(cfg.Nodes)
-	if capacity == 0 {
-		return nil, fmt.Errorf("the nodes have no GPU")
-	}
-	nodes := make([]*policy.Node, len(cfg.Nodes))
-	for i, n := range cfg.Nodes {
-		pn := &policy.Node{Name: n.Name, Resources: true, CPUFree: n.CPUMilli, MemFree: n.MemoryMiB, Cards: make([]policy.Card, n.GPUs)}
-		for c := range pn.Cards {
-			pn.Cards[c] = policy.Card{Index: c, Model: n.Model, Total: CardUnits, Healthy: true}
-		}
-		nodes[i] = pn
-	}
-	// Each pod of the file's request, and its shape: the number of its
-	// request's policy.RequestKey, which pods of one request share.
-	reqs := make([]*policy.Request, len(cfg.Pods))
-	shapes := make([]int, len(cfg.Pods))
-	shapeOf := map[string]int{}
-	for i := range cfg.Pods {
-		reqs[i] = cfg.Pods[i].Request()
-		k := policy.RequestKey(reqs[i], cfg.Policy)
-		if _, ok := shapeOf[k]; !ok {
-			shapeOf[k] = len(shapeOf)
-		}
-		shapes[i] = shapeOf[k]
-	}
-	cards := map[string]int64{}
-	for _, n := range cfg.Nodes {
-		cards[n.Model] += int64(n.GPUs)
-	}
-	var learner *policy.Learner
-	var fixed *policy.Workload
-	if cfg.Policy.NeedsWorkload {
-		switch cfg.Workload {
-		case Trace:
-			all := policy.NewLearner(cfg.Policy, cfg.WorkloadCoverage)
-			all.SetCapacity(cards)
-			for _, r := range reqs {
-				all.Observe(r)
-			}
-			fixed = all.Workload()
-		case Seen, "":
-			learner = policy.NewLearner(cfg.Policy, cfg.WorkloadCoverage)
-			learner.SetCapacity(cards)
-		default:
-			return nil, fmt.Errorf("unknown workload source %q: want %s or %s", cfg.Workload, Seen, Trace)
-		}
-	}
-	// answers[s] are the answers for shape s, by node index.
-	answers := make([]*policy.Answers[answer], len(shapeOf))
 	seq := cfg.Sequence
 	if seq == nil {
 		seq = Order(cfg.Pods, cfg.Seed, capacity)
 	}
-	// The tie-break has its own generator.
-	ties := rand.New(rand.NewSource(cfg.Seed))
-	// rank[i] is node i's place in the order ties are given in.
-	rank := make([]int, len(nodes))
-	for i := range rank {
-		rank[i] = i
-	}
-	if cfg.Ties == TiePermutation {
-		rank = ties.Perm(len(nodes))
-	}
 	res := &Result{Seed: cfg.Seed, Capacity: capacity, Placements: make([]Placement, len(seq))}
-	var version uint64
 	var arrived, allocated int64
 	for s, pi := range seq {
-		pod, req := &cfg.Pods[pi], reqs[pi]
-		if cfg.Policy.PerPod {
-			// Each arrival is a pod of its own, with its own draws.
-			r := *req
-			r.Salt = uint64(cfg.Seed)<<32 | uint64(s)
-			req = &r
-		}
-		if learner != nil {
-			learner.Observe(req)
-		}
+		sc.arrive(pi, s)
 		t0 := time.Now()
-		w := fixed
-		if learner != nil {
-			w = learner.Workload()
-		}
-		kept := answers[shapes[pi]]
-		if kept == nil || cfg.Cold || cfg.Policy.PerPod {
-			kept = policy.NewAnswers[answer](w, len(nodes))
-		}
-		kept = kept.For(w)
-		answers[shapes[pi]] = kept
-		best, count := -1, 0
-		var bestScore float64
-		for i, n := range nodes {
-			a := kept.Get(i, n)
-			if a == nil {
-				d, unfit := policy.Place(n, req, cfg.Policy, kept.Workload())
-				a = kept.Keep(i, n, answer{fits: unfit == nil, d: d})
-			}
-			if !a.fits {
-				continue
-			}
-			switch {
-			case best < 0 || a.d.Score > bestScore:
-				best, bestScore, count = i, a.d.Score, 1
-			case a.d.Score == bestScore:
-				count++
-				if cfg.Ties == TieRandom && ties.Intn(count) == 0 || cfg.Ties == TiePermutation && rank[i] < rank[best] {
-					best = i
-				}
-			}
-		}
-		decision := time.Since(t0)
-		p := Placement{Seq: s, Pod: pi, Node: best, Decision: decision}
-		arrived += pod.Demand()
+		best, alloc := sc.choose(pi, s)
+		p := Placement{Seq: s, Pod: pi, Node: best, Decision: time.Since(t0)}
+		arrived += cfg.Pods[pi].Demand()
 		if best >= 0 {
-			n := nodes[best]
-			alloc := kept.Get(best, n).d.Allocation()
-			n.Apply(alloc)
-			n.CPUFree -= pod.CPUMilli
-			n.MemFree -= pod.MemoryMiB
-			version++
-			n.Version = version
-			for _, perCard := range alloc {
-				for c := range perCard {
-					p.Cards = append(p.Cards, c)
-				}
-			}
-			slices.Sort(p.Cards)
-			allocated += pod.Demand()
+			p.Cards = sc.bind(pi, best, alloc)
+			allocated += cfg.Pods[pi].Demand()
 		}
 		p.Arrived, p.Allocated = arrived, allocated
 		res.Placements[s] = p

@@ -1,6 +1,7 @@
 package sim
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -10,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/gpupack/gpupack/extender/policy"
 )
@@ -34,6 +36,13 @@ type Options struct {
 	Limits bool
 	// Log receives one line per seed; nil: none.
 	Log io.Writer
+
+	// Churn runs the churn protocol (RunChurn) at each offered load of
+	// Loads, over Horizon with figures from Warmup on; pods without
+	// durations get them from DurationsFile (FillDurations).
+	Loads           []float64
+	Horizon, Warmup time.Duration
+	DurationsFile   string
 }
 
 // ParseSeeds reads "42-51", "42,45" or a mix ("42-44,50").
@@ -196,4 +205,100 @@ func runPolicy(opts Options, nodes []Node, pods []Pod, p *policy.Policy, name, d
 	sort.Slice(figs, func(a, b int) bool { return figs[a].Seed < figs[b].Seed })
 	Summarize(s, figs, curves)
 	return s, WriteSummary(dir, s)
+}
+
+// RunChurn runs the churn protocol for every policy, load and seed of opts
+// and writes opts.Out/churn.json.
+func RunChurn(opts Options) (*ChurnSummary, error) {
+	nodes, err := ReadNodes(opts.NodesFile)
+	if err != nil {
+		return nil, err
+	}
+	pods, err := ReadPods(opts.PodsFile, Models(nodes))
+	if err != nil {
+		return nil, err
+	}
+	if opts.DurationsFile != "" {
+		from, err := ReadPods(opts.DurationsFile, Models(nodes))
+		if err != nil {
+			return nil, err
+		}
+		if err := FillDurations(pods, from, 1); err != nil {
+			return nil, err
+		}
+	}
+	if len(opts.Policies) == 0 {
+		opts.Policies = []string{"default"}
+	}
+	if len(opts.Loads) == 0 {
+		return nil, fmt.Errorf("no offered load")
+	}
+	if opts.Parallel <= 0 {
+		opts.Parallel = runtime.GOMAXPROCS(0)
+	}
+	sum := &ChurnSummary{Protocol: ChurnProtocolText, Nodes: opts.NodesFile, Pods: opts.PodsFile, Durations: opts.DurationsFile,
+		HorizonS: opts.Horizon.Seconds(), WarmupS: opts.Warmup.Seconds()}
+	type job struct{ run, seed int }
+	var jobs []job
+	for _, name := range opts.Policies {
+		if _, err := policy.Get(policy.Name(name)); err != nil {
+			return nil, err
+		}
+		for _, load := range opts.Loads {
+			sum.Runs = append(sum.Runs, ChurnRun{Policy: name, Load: load, Seeds: make([]ChurnSeed, len(opts.Seeds))})
+			for i := range opts.Seeds {
+				jobs = append(jobs, job{len(sum.Runs) - 1, i})
+			}
+		}
+	}
+	errs := make([]error, len(jobs))
+	var wg sync.WaitGroup
+	var logMu sync.Mutex
+	next := make(chan int)
+	for range min(opts.Parallel, len(jobs)) {
+		wg.Go(func() {
+			for j := range next {
+				run := &sum.Runs[jobs[j].run]
+				p, _ := policy.Get(policy.Name(run.Policy)) // checked above
+				seed := opts.Seeds[jobs[j].seed]
+				cfg := ChurnConfig{
+					Config: Config{Nodes: nodes, Pods: pods, Policy: p, Seed: seed, Workload: opts.Workload, WorkloadCoverage: opts.WorkloadCoverage, Cold: opts.Cold, Ties: opts.Ties},
+					Load:   run.Load, Horizon: opts.Horizon.Seconds(), Warmup: opts.Warmup.Seconds(),
+				}
+				r, err := Churn(cfg)
+				if err != nil {
+					errs[j] = fmt.Errorf("%s at %.0f%% offered, seed %d: %w", run.Policy, run.Load*100, seed, err)
+					continue
+				}
+				run.Seeds[jobs[j].seed] = *r
+				if opts.Log != nil {
+					logMu.Lock()
+					fmt.Fprintf(opts.Log, "%s at %.0f%% offered, seed %d: %.2f%% allocated (%.2f%% present), %.0f pods waiting; %d arrivals; %.1f s\n",
+						run.Policy, run.Load*100, seed, r.AllocatedPct, r.PresentPct, r.WaitingPods, r.Arrivals, r.WallSeconds)
+					logMu.Unlock()
+				}
+			}
+		})
+	}
+	for j := range jobs {
+		next <- j
+	}
+	close(next)
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return nil, err
+		}
+	}
+	for i := range sum.Runs {
+		sum.Runs[i].summarize()
+	}
+	if err := os.MkdirAll(opts.Out, 0o755); err != nil {
+		return nil, err
+	}
+	b, err := json.MarshalIndent(sum, "", "  ")
+	if err != nil {
+		return nil, err
+	}
+	return sum, os.WriteFile(filepath.Join(opts.Out, "churn.json"), append(b, '\n'), 0o644)
 }

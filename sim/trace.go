@@ -50,6 +50,10 @@ type Pod struct {
 	NumGPU    int64
 	GPUMilli  int64 // per card
 	Models    []string
+	// Duration is how long the pod ran in the trace, in seconds
+	// (deletion_time - creation_time, at least 1); 0 when the file has no
+	// times. Only the churn protocol reads it.
+	Duration int64
 }
 
 // Kind says what the pod asks of the GPUs.
@@ -290,9 +294,13 @@ func ReadPods(file string, models []string) ([]Pod, error) {
 
 // ParsePods reads a pod list from r; file names it in errors.
 func ParsePods(file string, r io.Reader, models []string) ([]Pod, error) {
-	t, err := openTable(file, r, []string{"name", "cpu_milli", "memory_mib", "num_gpu", "gpu_milli"}, []string{"gpu_spec"})
+	t, err := openTable(file, r, []string{"name", "cpu_milli", "memory_mib", "num_gpu", "gpu_milli"}, []string{"gpu_spec", "creation_time", "deletion_time"})
 	if err != nil {
 		return nil, err
+	}
+	times := t.present["creation_time"]
+	if times != t.present["deletion_time"] {
+		return nil, &ParseError{File: file, Line: 1, Err: errors.New("creation_time and deletion_time come together: the header names one of them")}
 	}
 	var out []Pod
 	for {
@@ -339,6 +347,20 @@ func ParsePods(file string, r io.Reader, models []string) ([]Pod, error) {
 				}
 				p.Models = append(p.Models, m)
 			}
+		}
+		if times {
+			created, err := t.count("creation_time")
+			if err != nil {
+				return nil, err
+			}
+			deleted, err := t.count("deletion_time")
+			if err != nil {
+				return nil, err
+			}
+			if deleted < created {
+				return nil, t.errorf("deletion_time", "%d is before creation_time %d", deleted, created)
+			}
+			p.Duration = max(1, deleted-created)
 		}
 		out = append(out, p)
 	}

@@ -98,6 +98,22 @@ func TestParsePods(t *testing.T) {
 		name: "GPU pod asking nothing",
 		csv:  header + "p1,1,1,2,0,\n",
 		err:  "pods.csv:2:5: column gpu_milli: 0 with num_gpu 2",
+	}, {
+		name: "durations from the trace's times (at least a second)",
+		csv:  "name,cpu_milli,memory_mib,num_gpu,gpu_milli,creation_time,deletion_time\np1,1,1,1,300,100,700\np2,1,1,0,0,5,5\n",
+		want: []Pod{{Name: "p1", CPUMilli: 1, MemoryMiB: 1, NumGPU: 1, GPUMilli: 300, Duration: 600}, {Name: "p2", CPUMilli: 1, MemoryMiB: 1, Duration: 1}},
+	}, {
+		name: "deleted before created",
+		csv:  "name,cpu_milli,memory_mib,num_gpu,gpu_milli,creation_time,deletion_time\np1,1,1,1,300,700,100\n",
+		err:  "pods.csv:2:7: column deletion_time: 100 is before creation_time 700",
+	}, {
+		name: "a time that is no number",
+		csv:  "name,cpu_milli,memory_mib,num_gpu,gpu_milli,creation_time,deletion_time\np1,1,1,1,300,,100\n",
+		err:  `pods.csv:2:6: column creation_time: "" is not a whole number`,
+	}, {
+		name: "one time column alone",
+		csv:  "name,cpu_milli,memory_mib,num_gpu,gpu_milli,creation_time\np1,1,1,1,300,100\n",
+		err:  "pods.csv:1: creation_time and deletion_time come together",
 	}}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -2,8 +2,11 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"os"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -19,7 +22,8 @@ func main() {
 
 func newCommand() *cobra.Command {
 	var opts sim.Options
-	var pols, seeds, workload, ties string
+	var pols, seeds, workload, ties, loads string
+	var churn bool
 	cmd := &cobra.Command{
 		Use:   "gpupack-sim --nodes FILE --pods FILE [--policy NAME[,NAME...]] [--seeds 42-51] --out DIR",
 		Short: "replay the openb GPU-sharing trace through gpupack's placement policies",
@@ -102,6 +106,26 @@ as the published FGD runs did).`,
 				return fmt.Errorf("--coverage %v: want a fraction in (0, 1], or 0 for the policy's own", opts.WorkloadCoverage)
 			}
 			opts.Log = cmd.ErrOrStderr()
+			if churn {
+				if opts.Limits {
+					return fmt.Errorf("--limits reads the pods arrived under the published protocol: not with --churn")
+				}
+				if opts.Loads, err = parseLoads(loads); err != nil {
+					return err
+				}
+				if opts.Horizon <= 0 || opts.Warmup < 0 || opts.Warmup >= opts.Horizon {
+					return fmt.Errorf("--horizon %s, --warmup %s: want a positive horizon and a warm-up from 0 to less than it", opts.Horizon, opts.Warmup)
+				}
+				sum, err := sim.RunChurn(opts)
+				if err != nil {
+					return err
+				}
+				printChurn(cmd.OutOrStdout(), sum)
+				return nil
+			}
+			if cmd.Flags().Changed("durations") || cmd.Flags().Changed("load") {
+				return fmt.Errorf("--durations and --load are for --churn")
+			}
 			summaries, limits, err := sim.Run(opts)
 			if err != nil {
 				return err
@@ -129,6 +153,11 @@ as the published FGD runs did).`,
 	f.BoolVar(&opts.Cold, "cold", false, "rate every node for every pod (no reuse of unchanged nodes' results): the decision time of a cold cache")
 	f.BoolVar(&opts.Limits, "limits", false, "also compute, per seed, a bound no placement of the pods arrived at 100% can beat and the best offline packing found, into --out/limits.json (needs GLPK's glpsol: apt-get install glpk-utils)")
 	f.IntVar(&opts.Parallel, "parallel", 0, "seeds replayed at once (0: one per CPU)")
+	f.BoolVar(&churn, "churn", false, "run the churn protocol instead (pods arrive and leave; see sim/README.md, Churn): time-averaged allocation and waits by kind at each --load, into --out/churn.json")
+	f.StringVar(&loads, "load", "80,100,120", "with --churn: offered GPU loads, % of capacity, comma-separated")
+	f.DurationVar(&opts.Horizon, "horizon", 48*time.Hour, "with --churn: simulated time of each run")
+	f.DurationVar(&opts.Warmup, "warmup", 12*time.Hour, "with --churn: simulated time before the figures are read")
+	f.StringVar(&opts.DurationsFile, "durations", "", "with --churn: a pod list with creation_time and deletion_time giving durations to pods of --pods without them (the multigpu files: use the default workload)")
 	for _, name := range []string{"nodes", "pods", "out"} {
 		_ = cmd.MarkFlagRequired(name)
 	}
@@ -138,4 +167,38 @@ as the published FGD runs did).`,
 func fillCoverage() float64 {
 	p, _ := policy.Get(policy.Fill)
 	return p.Coverage
+}
+
+// parseLoads reads "80,100,120" (% of capacity) into fractions.
+func parseLoads(s string) ([]float64, error) {
+	var out []float64
+	for _, part := range strings.Split(s, ",") {
+		if part = strings.TrimSpace(part); part == "" {
+			continue
+		}
+		v, err := strconv.ParseFloat(part, 64)
+		if err != nil || !(v > 0) || v > 1000 {
+			return nil, fmt.Errorf("--load %q: %q is not a load: want percentages of GPU capacity above 0, e.g. 80,100,120", s, part)
+		}
+		out = append(out, v/100)
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("--load %q: no load", s)
+	}
+	return out, nil
+}
+
+// printChurn prints one line per policy and load: the means over seeds.
+func printChurn(w io.Writer, sum *sim.ChurnSummary) {
+	fmt.Fprintf(w, "%-10s %7s %12s %12s %9s | %-26s | %-26s | %-26s\n", "policy", "offered", "allocated", "present", "waiting",
+		"shared: never%, mean wait", "whole card: never%, wait", "multi-card: never%, wait")
+	for _, r := range sum.Runs {
+		k := r.Mean.Kinds
+		kind := func(name string) string {
+			return fmt.Sprintf("%6.2f%% %10s", k[name].NeverPlacedPct, (time.Duration(k[name].WaitMeanS) * time.Second).Round(time.Second))
+		}
+		fmt.Fprintf(w, "%-10s %6.0f%% %6.2f±%.2f%% %11.2f%% %9.0f | %-26s | %-26s | %-26s\n", r.Policy, r.Load*100,
+			r.Mean.AllocatedPct, r.Std.AllocatedPct, r.Mean.PresentPct, r.Mean.WaitingPods,
+			kind("shared"), kind("whole_card"), kind("multi_card"))
+	}
 }
