@@ -73,8 +73,8 @@ node-deps: ## as root with apt-get: install what real nodes need (containerd, ru
 test-deps: ## as root with apt-get: install what the unit tests need (GLPK's glpsol, for the simulator's bound) where missing
 	$(call apt-install,$(TEST_DEPS),test-deps,the bound's tests skip without it (and fail where CI=true))
 
-throughput: ## schedule 2,000 GPU pods on 1,000 nodes through kube-scheduler with and without the extender; pods/s and ratio
-	cd test && $(GO) test -run '^$$' -bench Throughput -benchtime 1x -timeout 60m -v ./perf/
+throughput: ## schedule PODS GPU pods (2000) on NODES nodes (1000) through kube-scheduler with and without the extender; pods/s, ratio, extender latencies and memory
+	cd test && GPUPACK_THROUGHPUT_NODES=$(NODES) GPUPACK_THROUGHPUT_PODS=$(PODS) $(GO) test -run '^$$' -bench Throughput -benchtime 1x -timeout 180m -v ./perf/
 
 demo: node-deps ## bring a local GPU-sharing cluster up (as root, with a real node too), run a sample training workload, print where it went; stays up until Ctrl-C
 	cd test && $(GO) run ./cmd/gpupack-demo

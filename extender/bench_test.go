@@ -235,28 +235,37 @@ func BenchmarkFilterPrioritizeTrace(b *testing.B) {
 func BenchmarkFilterPrioritize5000(b *testing.B) {
 	for _, pol := range []string{"binpack", "fgd"} {
 		b.Run(pol, func(b *testing.B) {
-			srv := benchServer(b, pol, contract.GiB)
-			rng := rand.New(rand.NewSource(1))
-			names := make([]string, 5000)
-			for i := range names {
-				names[i] = fmt.Sprintf("node-%04d", i)
-				sizes := []int64{80 << 10, 80 << 10, 80 << 10, 80 << 10, 80 << 10, 80 << 10, 80 << 10, 80 << 10}
-				srv.cache.SetNode(fixture.MakeNode(names[i]).Cards("NVIDIA A100-SXM4-80GB", sizes...).Obj())
-				for j := range 8 {
-					if rng.Intn(2) == 0 {
-						continue
-					}
-					units := int64(1 + rng.Intn(80))
-					pod := fixture.MakePod().Name(fmt.Sprintf("fill-%d-%d", i, j)).GPUMem(units).Obj()
-					req, _ := cache.RequestOf(pod)
-					if err := srv.cache.Assume(pod, req, names[i], contract.Allocation{0: {j: units}}); err != nil {
-						b.Fatal(err)
-					}
-				}
-			}
+			srv, names := cluster5000(b, pol)
 			benchVerbs(b, srv, fixture.MakePod().Name("bench").GPUMem(20).Obj(), names)
 		})
 	}
+}
+
+// cluster5000 is a server over 5,000 nodes of 8 x 80 GiB cards (unit GiB),
+// about half of the cards holding a share of 1 to 80 GiB, and the nodes'
+// names.
+func cluster5000(b testing.TB, pol string) (*Server, []string) {
+	b.Helper()
+	srv := benchServer(b, pol, contract.GiB)
+	rng := rand.New(rand.NewSource(1))
+	names := make([]string, 5000)
+	for i := range names {
+		names[i] = fmt.Sprintf("node-%04d", i)
+		sizes := []int64{80 << 10, 80 << 10, 80 << 10, 80 << 10, 80 << 10, 80 << 10, 80 << 10, 80 << 10}
+		srv.cache.SetNode(fixture.MakeNode(names[i]).Cards("NVIDIA A100-SXM4-80GB", sizes...).Obj())
+		for j := range 8 {
+			if rng.Intn(2) == 0 {
+				continue
+			}
+			units := int64(1 + rng.Intn(80))
+			pod := fixture.MakePod().Name(fmt.Sprintf("fill-%d-%d", i, j)).GPUMem(units).Obj()
+			req, _ := cache.RequestOf(pod)
+			if err := srv.cache.Assume(pod, req, names[i], contract.Allocation{0: {j: units}}); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	return srv, names
 }
 
 // benchVerbs measures filter plus prioritize for one pod per iteration, in
@@ -305,7 +314,7 @@ func benchVerbs(b *testing.B, srv *Server, base *corev1.Pod, names []string) {
 var touches int
 
 // touch changes one node as a bind would: a CPU-only pod lands on it.
-func touch(b *testing.B, srv *Server, node string, _ int) {
+func touch(b testing.TB, srv *Server, node string, _ int) {
 	touches++
 	pod := fixture.MakePod().Name(fmt.Sprintf("touch-%d", touches)).Container("", "", "1m").Obj()
 	req, _ := cache.RequestOf(pod)

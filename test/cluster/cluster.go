@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -35,6 +36,18 @@ type Options struct {
 	// chart's, installed with helm): no extender process, and the host's
 	// kube-scheduler runs only the default profile.
 	InClusterScheduler bool
+	// ExtenderProxy, when set (and InClusterScheduler is not), puts a
+	// reverse proxy in this process between kube-scheduler and the
+	// extender and serves ExtenderProxy(proxy) there: a test sees every
+	// filter, prioritize and bind call as kube-scheduler makes it (to time
+	// them, say). The calls then take one more loopback hop.
+	ExtenderProxy func(http.Handler) http.Handler
+	// PlainScheduler runs a second kube-scheduler, without the extender,
+	// whose only profile is PlainSchedulerName: kube-scheduler alone, to
+	// compare with. (The first one's default-scheduler profile calls the
+	// extender too, for pods that ask for GPU resources: extenders are not
+	// a profile's.)
+	PlainScheduler bool
 	// Out gets progress (build, start-up).
 	Out io.Writer
 }
@@ -56,7 +69,9 @@ type Cluster struct {
 	cp     *controlPlane
 	host   *host
 	ext    *extender
+	proxy  *http.Server
 	sched  *process
+	plain  *process
 	ctx    context.Context
 	// downOnce: Down runs once.
 	downOnce sync.Once
@@ -141,9 +156,21 @@ func Up(ctx context.Context, opts Options) (*Cluster, error) {
 			return nil, err
 		}
 		extenderURL = c.ext.URL()
+		if opts.ExtenderProxy != nil {
+			if extenderURL, c.proxy, err = c.ext.proxy(opts.ExtenderProxy); err != nil {
+				return nil, err
+			}
+		}
 	}
-	if c.sched, err = startScheduler(ctx, bins, opts.Dir, c.Kubeconfig, extenderURL); err != nil {
+	if c.sched, err = startScheduler(ctx, bins, opts.Dir, "kube-scheduler", c.Kubeconfig,
+		schedulerConfig(c.Kubeconfig, corev1.DefaultSchedulerName, extenderURL)); err != nil {
 		return nil, err
+	}
+	if opts.PlainScheduler {
+		if c.plain, err = startScheduler(ctx, bins, opts.Dir, "kube-scheduler-plain", c.Kubeconfig,
+			schedulerConfig(c.Kubeconfig, PlainSchedulerName, "")); err != nil {
+			return nil, err
+		}
 	}
 	for i, spec := range opts.RealNodes {
 		nstart := time.Now()
@@ -207,6 +234,12 @@ func (c *Cluster) Down() {
 			n.Stop()
 		}
 		c.sched.stop(5 * time.Second)
+		c.plain.stop(5 * time.Second)
+		if c.proxy != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			_ = c.proxy.Shutdown(ctx)
+			cancel()
+		}
 		if c.ext != nil {
 			c.ext.proc.stop(5 * time.Second)
 		}
@@ -221,6 +254,15 @@ func (c *Cluster) Down() {
 
 // InspectBinary is kubectl-inspect-gpushare, built from this checkout.
 func (c *Cluster) InspectBinary() string { return c.bins.Inspect }
+
+// ExtenderMetricsURL is the extender process's /metrics (a cluster
+// without InClusterScheduler).
+func (c *Cluster) ExtenderMetricsURL() string { return c.ext.metricsURL() }
+
+// ExtenderPID is the extender process's id, e.g. to read its memory in
+// /proc (a cluster without InClusterScheduler; it changes when
+// StartExtender starts it again).
+func (c *Cluster) ExtenderPID() int { return c.ext.proc.cmd.Process.Pid }
 
 // InspectURL is the extender process's per-node, per-card view (a cluster
 // without InClusterScheduler).

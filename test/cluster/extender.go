@@ -4,7 +4,11 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
+	"log"
+	"net"
 	"net/http"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -44,6 +48,45 @@ func newExtender(bin, dir, kubeconfig, policy string) (*extender, error) {
 // URL is the extender's prefix, as kube-scheduler calls it.
 func (e *extender) URL() string {
 	return "http://127.0.0.1:" + strconv.Itoa(e.port) + "/gpushare-scheduler"
+}
+
+// metricsURL is the extender's Prometheus exposition.
+func (e *extender) metricsURL() string {
+	return "http://127.0.0.1:" + strconv.Itoa(e.port) + "/metrics"
+}
+
+// proxy serves wrap(a reverse proxy to the extender) on a loopback port of
+// this process, so that a test sees each extender call as kube-scheduler
+// makes it. It returns the extender prefix through the proxy and the
+// server, which the caller shuts down. The proxy forwards to the extender's
+// fixed port, so it outlives a restart of the extender.
+func (e *extender) proxy(wrap func(http.Handler) http.Handler) (string, *http.Server, error) {
+	target := &url.URL{Scheme: "http", Host: "127.0.0.1:" + strconv.Itoa(e.port)}
+	transport := http.DefaultTransport.(*http.Transport).Clone()
+	// kube-scheduler binds in goroutines of their own: keep a connection
+	// per concurrent call rather than dialling anew.
+	transport.MaxIdleConnsPerHost = 100
+	// What goes wrong on the way (kube-scheduler hanging up early, say)
+	// goes to the proxy's log beside the others.
+	f, err := os.OpenFile(filepath.Join(e.dir, "extender-proxy.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return "", nil, err
+	}
+	errs := log.New(f, "", log.LstdFlags|log.Lmicroseconds)
+	rp := &httputil.ReverseProxy{
+		Rewrite:   func(r *httputil.ProxyRequest) { r.SetURL(target) },
+		Transport: transport,
+		ErrorLog:  errs,
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		f.Close()
+		return "", nil, err
+	}
+	srv := &http.Server{Handler: wrap(rp), ReadHeaderTimeout: 10 * time.Second, ErrorLog: errs}
+	srv.RegisterOnShutdown(func() { f.Close() })
+	go func() { _ = srv.Serve(l) }()
+	return "http://" + l.Addr().String() + "/gpushare-scheduler", srv, nil
 }
 
 // start runs the extender and waits until it is ready (informers synced).

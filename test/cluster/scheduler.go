@@ -13,13 +13,20 @@ import (
 // SchedulerName is the profile GPU pods opt into.
 const SchedulerName = "gpupack-scheduler"
 
-// schedulerConfig is a KubeSchedulerConfiguration v1: the default profile
-// untouched, and, given the extender's URL, profile gpupack-scheduler whose
-// only scores are the extender's, so our policy decides where GPU pods go.
-// The extender manages both GPU resources, caches nodes (node-name mode)
-// and binds. Without an extender, the gpupack profile is left to a
-// scheduler running in the cluster (the chart's).
-func schedulerConfig(kubeconfig, extenderURL string) string {
+// PlainSchedulerName is the only profile of the second kube-scheduler that
+// Options.PlainScheduler runs: kube-scheduler's defaults and no extender.
+const PlainSchedulerName = "plain-scheduler"
+
+// schedulerConfig is a KubeSchedulerConfiguration v1: profile first
+// (default-scheduler, say) untouched, and, given the extender's URL,
+// profile gpupack-scheduler whose only scores are the extender's, so our
+// policy decides where GPU pods go. The extender manages both GPU
+// resources, caches nodes (node-name mode) and binds. Extenders are
+// kube-scheduler's, not a profile's: with one, every profile calls it for
+// the pods that ask for a resource it manages. Without an extender, the
+// gpupack profile is left to a scheduler running in the cluster (the
+// chart's).
+func schedulerConfig(kubeconfig, first, extenderURL string) string {
 	cfg := fmt.Sprintf(`apiVersion: kubescheduler.config.k8s.io/v1
 kind: KubeSchedulerConfiguration
 clientConnection:
@@ -30,8 +37,8 @@ leaderElection:
   leaderElect: false
 percentageOfNodesToScore: 100
 profiles:
-- schedulerName: default-scheduler
-`, kubeconfig)
+- schedulerName: %s
+`, kubeconfig, first)
 	if extenderURL == "" {
 		return cfg
 	}
@@ -58,17 +65,18 @@ extenders:
 `, SchedulerName, extenderURL)
 }
 
-// startScheduler runs kube-scheduler with the gpupack profile.
-func startScheduler(ctx context.Context, b Binaries, dir, kubeconfig, extenderURL string) (*process, error) {
-	cfg := filepath.Join(dir, "scheduler.yaml")
-	if err := os.WriteFile(cfg, []byte(schedulerConfig(kubeconfig, extenderURL)), 0o644); err != nil {
+// startScheduler runs kube-scheduler with config, as name (its log and
+// its configuration file are named after it).
+func startScheduler(ctx context.Context, b Binaries, dir, name, kubeconfig, config string) (*process, error) {
+	cfg := filepath.Join(dir, name+".yaml")
+	if err := os.WriteFile(cfg, []byte(config), 0o644); err != nil {
 		return nil, err
 	}
 	port, err := freePort()
 	if err != nil {
 		return nil, err
 	}
-	p, err := start(dir, "kube-scheduler", b.Scheduler, []string{
+	p, err := start(dir, name, b.Scheduler, []string{
 		"--config=" + cfg, "--bind-address=127.0.0.1", "--secure-port=" + strconv.Itoa(port),
 		"--authentication-kubeconfig=" + kubeconfig, "--authorization-kubeconfig=" + kubeconfig,
 		"--v=2",
@@ -77,7 +85,7 @@ func startScheduler(ctx context.Context, b Binaries, dir, kubeconfig, extenderUR
 		return nil, err
 	}
 	insecure := insecureClient()
-	if err := poll(ctx, "kube-scheduler to be healthy", 60*time.Second, p, func() bool {
+	if err := poll(ctx, name+" to be healthy", 60*time.Second, p, func() bool {
 		resp, err := insecure.Get(fmt.Sprintf("https://127.0.0.1:%d/healthz", port))
 		if err != nil {
 			return false

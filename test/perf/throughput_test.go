@@ -1,6 +1,13 @@
 // Package perf measures scheduling throughput on the local cluster's real
-// kube-scheduler, with and without the gpupack extender. It holds
-// benchmarks only: go test -run '^$' -bench Throughput -benchtime 1x ./perf/
+// kube-scheduler, with and without the gpupack extender, and what the
+// extender costs on the way: its filter and prioritize latencies as
+// kube-scheduler sees them and its resident memory. The benchmark:
+//
+//	go test -run '^$' -bench Throughput -benchtime 1x ./perf/
+//
+// sized by GPUPACK_THROUGHPUT_NODES and GPUPACK_THROUGHPUT_PODS (make
+// throughput NODES=... PODS=...). The package's tests check only the
+// benchmark's own helpers; they need no cluster.
 package perf
 
 import (
@@ -14,65 +21,170 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/gpupack/gpupack/contract"
 	"github.com/gpupack/gpupack/test/cluster"
 )
 
-const (
-	nodes = 1000
-	pods  = 2000
-)
+// stallLimit fails a run that binds no pod for this long: something is
+// broken (a pod that fits nowhere, a component that died), however slow
+// the machine. A slow run is never an error.
+const stallLimit = 5 * time.Minute
 
-// BenchmarkThroughput creates 1,000 nodes of 8 x A100-80GB and schedules
-// 2,000 GPU pods through kube-scheduler, once with the gpupack profile
-// (extender filter, prioritize and bind) and once with kube-scheduler alone
-// treating aliyun.com/gpu-mem as a plain extended resource, and reports
-// pods per second for both and their ratio.
+// BenchmarkThroughput creates the nodes (1,000 unless
+// GPUPACK_THROUGHPUT_NODES says otherwise) of 8 x A100-80GB and schedules
+// the GPU pods (2,000, or GPUPACK_THROUGHPUT_PODS) of 1-16 GiB through
+// kube-scheduler, once with the gpupack profile (extender filter,
+// prioritize and bind) and once with kube-scheduler alone (a second
+// kube-scheduler, without the extender: the first one's default profile
+// calls the extender too) treating aliyun.com/gpu-mem as a plain extended
+// resource. It reports pods per
+// second for both and their ratio; the extender's filter, prioritize and
+// bind latencies as kube-scheduler sees them (timed by a reverse proxy
+// between the two, from the request's headers in to its last byte out;
+// GPUPACK_THROUGHPUT_PROXY=false leaves the proxy out, to see what its hop
+// costs), beside the extender's own request-duration histogram; and the
+// extender's resident memory.
 func BenchmarkThroughput(b *testing.B) {
+	sz, err := sizeFromEnv(os.Getenv)
+	if err != nil {
+		b.Fatal(err)
+	}
+	proxy, err := proxyFromEnv(os.Getenv)
+	if err != nil {
+		b.Fatal(err)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	dir, err := os.MkdirTemp("", "gpp")
 	if err != nil {
 		b.Fatal(err)
 	}
-	c, err := cluster.Up(ctx, cluster.Options{Dir: dir, Out: os.Stderr})
+	opts := cluster.Options{Dir: dir, Out: os.Stderr, PlainScheduler: true}
+	timer := newVerbTimer()
+	if proxy {
+		opts.ExtenderProxy = timer.wrap
+	}
+	c, err := cluster.Up(ctx, opts)
 	if err != nil {
 		b.Fatalf("%v (logs in %s)", err, dir)
 	}
 	defer c.Down()
-	if err := createNodes(ctx, c.Client); err != nil {
+	client, err := benchClient(c.Kubeconfig)
+	if err != nil {
 		b.Fatal(err)
 	}
-	time.Sleep(2 * time.Second) // informers catch up with the nodes
+	start := time.Now()
+	if err := createNodes(ctx, client, sz.nodes); err != nil {
+		b.Fatal(err)
+	}
+	if err := waitExtenderNodes(ctx, c.InspectURL(), sz.nodes); err != nil {
+		b.Fatalf("%v (logs in %s)", err, dir)
+	}
+	time.Sleep(2 * time.Second) // kube-scheduler's informers catch up with the nodes
+	b.Logf("%d nodes created and known to the extender in %s", sz.nodes, time.Since(start).Round(time.Millisecond))
+	idle, err := readMemory(c.ExtenderPID())
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Logf("extender with %d nodes and no pods: %s", sz.nodes, idle)
+
 	var rates [2]float64
-	for i, sched := range []string{cluster.SchedulerName, corev1.DefaultSchedulerName} {
+	var busy memory
+	var served map[string]quantiles
+	for i, sched := range []string{cluster.SchedulerName, cluster.PlainSchedulerName} {
 		ns := fmt.Sprintf("bench-%d", i)
-		if _, err := c.Client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
+		if _, err := client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
 			b.Fatal(err)
 		}
-		elapsed, err := schedule(ctx, c.Client, ns, sched)
+		r, err := schedule(ctx, client, ns, sched, sz)
 		if err != nil {
 			b.Fatalf("%s: %v (logs in %s)", sched, err, dir)
 		}
-		rates[i] = pods / elapsed.Seconds()
-		b.Logf("%s: %d pods bound on %d nodes in %s: %.1f pods/s", sched, pods, nodes, elapsed.Round(time.Millisecond), rates[i])
-		// Free the nodes for the next run.
-		zero := int64(0)
-		if err := c.Client.CoreV1().Pods(ns).DeleteCollection(ctx, metav1.DeleteOptions{GracePeriodSeconds: &zero}, metav1.ListOptions{}); err != nil {
+		rates[i] = float64(sz.pods) / r.bound.Seconds()
+		b.Logf("%s: %d pods created in %s, all bound on %d nodes in %s: %.1f pods/s",
+			sched, sz.pods, r.created.Round(time.Millisecond), sz.nodes, r.bound.Round(time.Millisecond), rates[i])
+		if sched == cluster.SchedulerName {
+			// Memory first: the scrape below makes the extender gather
+			// every card's series.
+			if busy, err = readMemory(c.ExtenderPID()); err != nil {
+				b.Fatal(err)
+			}
+			b.Logf("extender after the gpupack run, its %d pods cached: %s", sz.pods, busy)
+			if served, err = scrapeDurations(ctx, c.ExtenderMetricsURL(), proxiedVerbs); err != nil {
+				b.Fatal(err)
+			}
+		}
+		// Free the nodes for the next run: pod by pod, as one
+		// DeleteCollection of tens of thousands of pods can outlast the
+		// API server's request timeout (60 s).
+		if err := deletePods(ctx, client, ns, sz.pods); err != nil {
 			b.Fatal(err)
 		}
-		time.Sleep(5 * time.Second)
+		// The extender, watching every GPU pod, would otherwise spend the
+		// next run's CPU on these deletions.
+		if err := waitExtenderReleased(ctx, c.InspectURL()); err != nil {
+			b.Fatalf("%v (logs in %s)", err, dir)
+		}
+		time.Sleep(2 * time.Second) // and kube-scheduler's informers
+	}
+	end, err := readMemory(c.ExtenderPID())
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Logf("extender at the end (peak since start, including a /metrics scrape and the plain run's pods in its cache): %s", end)
+
+	seen := timer.quantiles()
+	for _, verb := range proxiedVerbs {
+		s, e := seen[verb], served[verb]
+		if !proxy {
+			b.Logf("%-10s as the extender serves it (histogram, %d calls): p50 %s p99 %s (%s=false: no proxy timed it as kube-scheduler sees it)",
+				verb, e.count, ms(e.p50), ms(e.p99), proxyEnv)
+			continue
+		}
+		b.Logf("%-10s as kube-scheduler sees it (%d calls): p50 %s p99 %s; as the extender serves it (histogram, %d calls): p50 %s p99 %s",
+			verb, s.count, ms(s.p50), ms(s.p99), e.count, ms(e.p50), ms(e.p99))
 	}
 	b.ReportMetric(rates[0], "gpupack-pods/s")
 	b.ReportMetric(rates[1], "default-pods/s")
 	b.ReportMetric(rates[0]/rates[1], "ratio")
+	for _, verb := range []string{"filter", "prioritize"} {
+		if proxy {
+			b.ReportMetric(seen[verb].p50.Seconds()*1000, verb+"-p50-ms")
+			b.ReportMetric(seen[verb].p99.Seconds()*1000, verb+"-p99-ms")
+		}
+		b.ReportMetric(served[verb].p50.Seconds()*1000, verb+"-served-p50-ms")
+		b.ReportMetric(served[verb].p99.Seconds()*1000, verb+"-served-p99-ms")
+	}
+	b.ReportMetric(mib(busy.peak), "extender-peak-MiB")
+	b.ReportMetric(mib(busy.rss), "extender-rss-MiB")
 }
 
-func createNodes(ctx context.Context, client kubernetes.Interface) error {
+// benchClient is the benchmark's own API client: protobuf, as the control
+// plane's components talk, and a rate limit well above what it asks, so
+// that creating nodes and pods is bounded by the API server, not by the
+// client.
+func benchClient(kubeconfig string) (kubernetes.Interface, error) {
+	rc, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+	if err != nil {
+		return nil, err
+	}
+	rc.UserAgent = "gpupack-throughput"
+	rc.ContentType = runtime.ContentTypeProtobuf
+	rc.AcceptContentTypes = runtime.ContentTypeProtobuf + "," + runtime.ContentTypeJSON
+	rc.QPS, rc.Burst = 5000, 10000
+	return kubernetes.NewForConfig(rc)
+}
+
+func createNodes(ctx context.Context, client kubernetes.Interface, nodes int) error {
 	inv := &contract.Inventory{}
 	for i := range 8 {
 		inv.Cards = append(inv.Cards, contract.Card{Index: i, UUID: fmt.Sprintf("GPU-bench-%d", i), Model: "NVIDIA A100-SXM4-80GB", MemoryMiB: 81920, Healthy: true})
@@ -82,7 +194,7 @@ func createNodes(ctx context.Context, client kubernetes.Interface) error {
 		contract.ResourceGPUMem: resource.MustParse("640"), contract.ResourceGPUCount: resource.MustParse("8"),
 	}
 	return parallel(nodes, 50, func(i int) error {
-		name := fmt.Sprintf("bench-%04d", i)
+		name := nodeName(i)
 		n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name,
 			Labels:      map[string]string{contract.LabelGPUShare: "true", corev1.LabelHostname: name},
 			Annotations: map[string]string{contract.AnnotationInventory: inv.String()},
@@ -99,15 +211,37 @@ func createNodes(ctx context.Context, client kubernetes.Interface) error {
 	})
 }
 
-// schedule creates the pods and waits until every one is bound.
-func schedule(ctx context.Context, client kubernetes.Interface, ns, scheduler string) (time.Duration, error) {
+func nodeName(i int) string { return fmt.Sprintf("bench-%04d", i) }
+
+// run is how long one scheduler took: to create the pods, and from the
+// first creation to the last bind.
+type run struct{ created, bound time.Duration }
+
+// schedule creates the pods and waits, watching them, until every one is
+// bound; it fails only when binding stalls for stallLimit.
+func schedule(ctx context.Context, client kubernetes.Interface, ns, scheduler string, sz size) (run, error) {
 	rng := rand.New(rand.NewPCG(1, 2))
-	sizes := make([]int64, pods)
+	sizes := make([]int64, sz.pods)
 	for i := range sizes {
-		sizes[i] = 1 + rng.Int64N(16)
+		sizes[i] = 1 + rng.Int64N(maxPodGiB)
 	}
+	w := newBindWatch(sz.pods)
+	wctx, stop := context.WithCancel(ctx)
+	factory := informers.NewSharedInformerFactoryWithOptions(client, 0, informers.WithNamespace(ns))
+	defer factory.Shutdown()
+	defer stop()
+	inf := factory.Core().V1().Pods().Informer()
+	if _, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{AddFunc: w.see, UpdateFunc: func(_, obj any) { w.see(obj) }}); err != nil {
+		return run{}, err
+	}
+	factory.Start(wctx.Done())
+	if !cache.WaitForCacheSync(wctx.Done(), inf.HasSynced) {
+		return run{}, fmt.Errorf("watching the pods of %s: %w", ns, ctx.Err())
+	}
+
 	start := time.Now()
-	err := parallel(pods, 50, func(i int) error {
+	w.reset(start)
+	err := parallel(sz.pods, 50, func(i int) error {
 		lim := corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("100m"), contract.ResourceGPUMem: *resource.NewQuantity(sizes[i], resource.DecimalSI)}
 		p := &corev1.Pod{
 			ObjectMeta: metav1.ObjectMeta{Name: "p-" + strconv.Itoa(i), Namespace: ns},
@@ -119,26 +253,84 @@ func schedule(ctx context.Context, client kubernetes.Interface, ns, scheduler st
 		return err
 	})
 	if err != nil {
-		return 0, err
+		return run{}, err
 	}
-	deadline := time.Now().Add(20 * time.Minute)
-	for time.Now().Before(deadline) {
-		list, err := client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{})
-		if err != nil {
-			return 0, err
-		}
-		bound := 0
-		for _, p := range list.Items {
-			if p.Spec.NodeName != "" {
-				bound++
+	r := run{created: time.Since(start)}
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case <-w.done:
+			r.bound = w.progress().last.Sub(start)
+			return r, nil
+		case <-ctx.Done():
+			return run{}, ctx.Err()
+		case <-tick.C:
+			if p := w.progress(); time.Since(p.last) > stallLimit {
+				return run{}, fmt.Errorf("no pod bound for %s: %d of %d bound", stallLimit, p.bound, sz.pods)
 			}
 		}
-		if bound == pods {
-			return time.Since(start), nil
-		}
-		time.Sleep(100 * time.Millisecond)
 	}
-	return 0, fmt.Errorf("not every pod was bound within 20 minutes")
+}
+
+// deletePods deletes the pods schedule made, at once (no kubelet runs
+// them).
+func deletePods(ctx context.Context, client kubernetes.Interface, ns string, pods int) error {
+	zero := int64(0)
+	return parallel(pods, 50, func(i int) error {
+		err := client.CoreV1().Pods(ns).Delete(ctx, "p-"+strconv.Itoa(i), metav1.DeleteOptions{GracePeriodSeconds: &zero})
+		if apierrors.IsNotFound(err) {
+			return nil
+		}
+		return err
+	})
+}
+
+// bindWatch counts pods as a watch sees them bound.
+type bindWatch struct {
+	want int
+	done chan struct{}
+	mu   sync.Mutex
+	seen map[string]bool
+	last time.Time // of the latest first sight of a bound pod
+}
+
+func newBindWatch(want int) *bindWatch {
+	return &bindWatch{want: want, done: make(chan struct{}), seen: map[string]bool{}, last: time.Now()}
+}
+
+func (w *bindWatch) reset(t time.Time) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.last = t
+}
+
+func (w *bindWatch) see(obj any) {
+	p, ok := obj.(*corev1.Pod)
+	if !ok || p.Spec.NodeName == "" {
+		return
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.seen[p.Name] {
+		return
+	}
+	w.seen[p.Name] = true
+	w.last = time.Now()
+	if len(w.seen) == w.want {
+		close(w.done)
+	}
+}
+
+type bindProgress struct {
+	bound int
+	last  time.Time
+}
+
+func (w *bindWatch) progress() bindProgress {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return bindProgress{bound: len(w.seen), last: w.last}
 }
 
 func parallel(n, workers int, fn func(i int) error) error {
@@ -166,3 +358,7 @@ func parallel(n, workers int, fn func(i int) error) error {
 	wg.Wait()
 	return first
 }
+
+func ms(d time.Duration) string { return fmt.Sprintf("%.2fms", d.Seconds()*1000) }
+
+func mib(bytes uint64) float64 { return float64(bytes) / (1 << 20) }
