@@ -15,7 +15,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 
 	"github.com/gpupack/gpupack/contract"
 	"github.com/gpupack/gpupack/extender/policy"
@@ -481,20 +480,9 @@ const (
 func runLimits(opts Options, nodes []Node, pods []Pod) (*LimitsSummary, error) {
 	out := make([]*Limit, len(opts.Seeds))
 	errs := make([]error, len(opts.Seeds))
-	var wg sync.WaitGroup
-	next := make(chan int)
-	for range min(opts.Parallel, len(opts.Seeds)) {
-		wg.Go(func() {
-			for i := range next {
-				out[i], errs[i] = Limits(context.Background(), nodes, pods, opts.Seeds[i])
-			}
-		})
-	}
-	for i := range opts.Seeds {
-		next <- i
-	}
-	close(next)
-	wg.Wait()
+	forEach(len(opts.Seeds), opts.Parallel, func(i int) {
+		out[i], errs[i] = Limits(context.Background(), nodes, pods, opts.Seeds[i])
+	})
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}

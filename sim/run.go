@@ -86,11 +86,7 @@ func ParseSeeds(s string) ([]int64, error) {
 // opts.Limits limits.json. It returns the summaries, one per policy, and
 // the limits (nil without opts.Limits).
 func Run(opts Options) ([]*Summary, *LimitsSummary, error) {
-	nodes, err := ReadNodes(opts.NodesFile)
-	if err != nil {
-		return nil, nil, err
-	}
-	pods, err := ReadPods(opts.PodsFile, Models(nodes))
+	nodes, pods, err := readTrace(&opts)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -159,36 +155,25 @@ func runPolicy(opts Options, nodes []Node, pods []Pod, p *policy.Policy, name, d
 		err   error
 	}
 	outs := make([]out, len(opts.Seeds))
-	var wg sync.WaitGroup
 	var logMu sync.Mutex
-	next := make(chan int)
-	for range min(opts.Parallel, len(opts.Seeds)) {
-		wg.Go(func() {
-			for i := range next {
-				cfg := Config{Nodes: nodes, Pods: pods, Policy: p, Seed: opts.Seeds[i], Workload: opts.Workload, WorkloadCoverage: opts.WorkloadCoverage, Cold: opts.Cold, Ties: opts.Ties}
-				r, err := Replay(cfg)
-				if err == nil {
-					err = WritePlacementsFile(dir, &cfg, r)
-				}
-				if err != nil {
-					outs[i].err = err
-					continue
-				}
-				outs[i] = out{fig: Measure(&cfg, r), curve: Curve(r)}
-				if opts.Log != nil {
-					f := outs[i].fig
-					logMu.Lock()
-					fmt.Fprintf(opts.Log, "%s seed %d: unallocated %.2f%% at 100%%, %.2f%% at 130%%; decision p99 %.3f ms; %.1f s\n", name, f.Seed, f.UnallocatedAt100, f.UnallocatedAt130, f.DecisionP99Ms, f.WallSeconds)
-					logMu.Unlock()
-				}
-			}
-		})
-	}
-	for i := range opts.Seeds {
-		next <- i
-	}
-	close(next)
-	wg.Wait()
+	forEach(len(opts.Seeds), opts.Parallel, func(i int) {
+		cfg := opts.config(nodes, pods, p, opts.Seeds[i])
+		r, err := Replay(cfg)
+		if err == nil {
+			err = WritePlacementsFile(dir, &cfg, r)
+		}
+		if err != nil {
+			outs[i].err = err
+			return
+		}
+		outs[i] = out{fig: Measure(&cfg, r), curve: Curve(r)}
+		if opts.Log != nil {
+			f := outs[i].fig
+			logMu.Lock()
+			fmt.Fprintf(opts.Log, "%s seed %d: unallocated %.2f%% at 100%%, %.2f%% at 130%%; decision p99 %.3f ms; %.1f s\n", name, f.Seed, f.UnallocatedAt100, f.UnallocatedAt130, f.DecisionP99Ms, f.WallSeconds)
+			logMu.Unlock()
+		}
+	})
 	s := &Summary{Protocol: ProtocolText, Nodes: opts.NodesFile, Pods: opts.PodsFile, Policy: name, Workload: string(opts.Workload), Coverage: p.WorkloadCoverage(opts.WorkloadCoverage), Cold: opts.Cold, Ties: string(opts.Ties), Capacity: Capacity(nodes)}
 	if !p.NeedsWorkload {
 		s.Workload = "none (the policy reads no workload)"
@@ -210,11 +195,7 @@ func runPolicy(opts Options, nodes []Node, pods []Pod, p *policy.Policy, name, d
 // RunChurn runs the churn protocol for every policy, load and seed of opts
 // and writes opts.Out/churn.json.
 func RunChurn(opts Options) (*ChurnSummary, error) {
-	nodes, err := ReadNodes(opts.NodesFile)
-	if err != nil {
-		return nil, err
-	}
-	pods, err := ReadPods(opts.PodsFile, Models(nodes))
+	nodes, pods, err := readTrace(&opts)
 	if err != nil {
 		return nil, err
 	}
@@ -238,53 +219,44 @@ func RunChurn(opts Options) (*ChurnSummary, error) {
 	}
 	sum := &ChurnSummary{Protocol: ChurnProtocolText, Nodes: opts.NodesFile, Pods: opts.PodsFile, Durations: opts.DurationsFile,
 		HorizonS: opts.Horizon.Seconds(), WarmupS: opts.Warmup.Seconds()}
-	type job struct{ run, seed int }
+	// One job per run (policy and load) and seed.
+	type job struct {
+		run, seed int
+		policy    *policy.Policy
+	}
 	var jobs []job
 	for _, name := range opts.Policies {
-		if _, err := policy.Get(policy.Name(name)); err != nil {
+		p, err := policy.Get(policy.Name(name))
+		if err != nil {
 			return nil, err
 		}
 		for _, load := range opts.Loads {
 			sum.Runs = append(sum.Runs, ChurnRun{Policy: name, Load: load, Seeds: make([]ChurnSeed, len(opts.Seeds))})
 			for i := range opts.Seeds {
-				jobs = append(jobs, job{len(sum.Runs) - 1, i})
+				jobs = append(jobs, job{len(sum.Runs) - 1, i, p})
 			}
 		}
 	}
 	errs := make([]error, len(jobs))
-	var wg sync.WaitGroup
 	var logMu sync.Mutex
-	next := make(chan int)
-	for range min(opts.Parallel, len(jobs)) {
-		wg.Go(func() {
-			for j := range next {
-				run := &sum.Runs[jobs[j].run]
-				p, _ := policy.Get(policy.Name(run.Policy)) // checked above
-				seed := opts.Seeds[jobs[j].seed]
-				cfg := ChurnConfig{
-					Config: Config{Nodes: nodes, Pods: pods, Policy: p, Seed: seed, Workload: opts.Workload, WorkloadCoverage: opts.WorkloadCoverage, Cold: opts.Cold, Ties: opts.Ties},
-					Load:   run.Load, Horizon: opts.Horizon.Seconds(), Warmup: opts.Warmup.Seconds(),
-				}
-				r, err := Churn(cfg)
-				if err != nil {
-					errs[j] = fmt.Errorf("%s at %.0f%% offered, seed %d: %w", run.Policy, run.Load*100, seed, err)
-					continue
-				}
-				run.Seeds[jobs[j].seed] = *r
-				if opts.Log != nil {
-					logMu.Lock()
-					fmt.Fprintf(opts.Log, "%s at %.0f%% offered, seed %d: %.2f%% allocated (%.2f%% present), %.0f pods waiting; %d arrivals; %.1f s\n",
-						run.Policy, run.Load*100, seed, r.AllocatedPct, r.PresentPct, r.WaitingPods, r.Arrivals, r.WallSeconds)
-					logMu.Unlock()
-				}
-			}
+	forEach(len(jobs), opts.Parallel, func(j int) {
+		run, seed := &sum.Runs[jobs[j].run], opts.Seeds[jobs[j].seed]
+		r, err := Churn(ChurnConfig{
+			Config: opts.config(nodes, pods, jobs[j].policy, seed),
+			Load:   run.Load, Horizon: opts.Horizon.Seconds(), Warmup: opts.Warmup.Seconds(),
 		})
-	}
-	for j := range jobs {
-		next <- j
-	}
-	close(next)
-	wg.Wait()
+		if err != nil {
+			errs[j] = fmt.Errorf("%s at %.0f%% offered, seed %d: %w", run.Policy, run.Load*100, seed, err)
+			return
+		}
+		run.Seeds[jobs[j].seed] = *r
+		if opts.Log != nil {
+			logMu.Lock()
+			fmt.Fprintf(opts.Log, "%s at %.0f%% offered, seed %d: %.2f%% allocated (%.2f%% present), %.0f pods waiting; %d arrivals; %.1f s\n",
+				run.Policy, run.Load*100, seed, r.AllocatedPct, r.PresentPct, r.WaitingPods, r.Arrivals, r.WallSeconds)
+			logMu.Unlock()
+		}
+	})
 	for _, err := range errs {
 		if err != nil {
 			return nil, err
@@ -301,4 +273,42 @@ func RunChurn(opts Options) (*ChurnSummary, error) {
 		return nil, err
 	}
 	return sum, os.WriteFile(filepath.Join(opts.Out, "churn.json"), append(b, '\n'), 0o644)
+}
+
+// forEach calls fn(0..n-1), at most workers at once (each on a goroutine of
+// its own), and returns when every call has.
+func forEach(n, workers int, fn func(i int)) {
+	var wg sync.WaitGroup
+	next := make(chan int)
+	for range min(workers, n) {
+		wg.Go(func() {
+			for i := range next {
+				fn(i)
+			}
+		})
+	}
+	for i := range n {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+}
+
+// config is one run of policy p at seed under opts' workload estimate,
+// cache and tie-break.
+func (opts *Options) config(nodes []Node, pods []Pod, p *policy.Policy, seed int64) Config {
+	return Config{Nodes: nodes, Pods: pods, Policy: p, Seed: seed, Workload: opts.Workload, WorkloadCoverage: opts.WorkloadCoverage, Cold: opts.Cold, Ties: opts.Ties}
+}
+
+// readTrace reads opts' node and pod lists.
+func readTrace(opts *Options) ([]Node, []Pod, error) {
+	nodes, err := ReadNodes(opts.NodesFile)
+	if err != nil {
+		return nil, nil, err
+	}
+	pods, err := ReadPods(opts.PodsFile, Models(nodes))
+	if err != nil {
+		return nil, nil, err
+	}
+	return nodes, pods, nil
 }
