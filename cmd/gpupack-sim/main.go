@@ -195,7 +195,11 @@ func printChurn(w io.Writer, sum *sim.ChurnSummary) {
 	for _, r := range sum.Runs {
 		k := r.Mean.Kinds
 		kind := func(name string) string {
-			return fmt.Sprintf("%6.2f%% %10s", k[name].NeverPlacedPct, (time.Duration(k[name].WaitMeanS) * time.Second).Round(time.Second))
+			wait := "-" // no pod of the kind was placed: no wait to show
+			if k[name].Arrived > 0 && k[name].NeverPlacedPct < 100 {
+				wait = (time.Duration(k[name].WaitMeanS * float64(time.Second))).Round(time.Second).String()
+			}
+			return fmt.Sprintf("%6.2f%% %10s", k[name].NeverPlacedPct, wait)
 		}
 		fmt.Fprintf(w, "%-10s %6.0f%% %6.2f±%.2f%% %11.2f%% %9.0f | %-26s | %-26s | %-26s\n", r.Policy, r.Load*100,
 			r.Mean.AllocatedPct, r.Std.AllocatedPct, r.Mean.PresentPct, r.Mean.WaitingPods,
