@@ -49,7 +49,7 @@ func newScheduler(cfg *Config) (*scheduler, error) {
 	}
 	sc := &scheduler{cfg: cfg, nodes: make([]*policy.Node, len(cfg.Nodes))}
 	for i, n := range cfg.Nodes {
-		pn := &policy.Node{Name: n.Name, Resources: true, CPUFree: n.CPUMilli, MemFree: n.MemoryMiB, Cards: make([]policy.Card, n.GPUs)}
+		pn := &policy.Node{Name: n.Name, Resources: true, CPUFree: n.CPUMilli, MemFree: n.MemoryMiB, CPUMilli: n.CPUMilli, MemMiB: n.MemoryMiB, Cards: make([]policy.Card, n.GPUs)}
 		for c := range pn.Cards {
 			pn.Cards[c] = policy.Card{Index: c, Model: n.Model, Total: CardUnits, Healthy: true}
 		}
@@ -67,22 +67,24 @@ func newScheduler(cfg *Config) (*scheduler, error) {
 		sc.shapes[i] = shapeOf[k]
 	}
 	sc.answers = make([]*policy.Answers[answer], len(shapeOf))
-	cards := map[string]int64{}
+	capacity := policy.Capacity{}
 	for _, n := range cfg.Nodes {
-		cards[n.Model] += int64(n.GPUs)
+		if n.GPUs > 0 {
+			capacity.Add(n.Model, n.GPUs, n.CPUMilli, n.MemoryMiB)
+		}
 	}
 	if cfg.Policy.NeedsWorkload {
 		switch cfg.Workload {
 		case Trace:
 			all := policy.NewLearner(cfg.Policy, cfg.WorkloadCoverage)
-			all.SetCapacity(cards)
+			all.SetCapacity(capacity)
 			for _, r := range sc.reqs {
 				all.Observe(r)
 			}
 			sc.fixed = all.Workload()
 		case Seen, "":
 			sc.learner = policy.NewLearner(cfg.Policy, cfg.WorkloadCoverage)
-			sc.learner.SetCapacity(cards)
+			sc.learner.SetCapacity(capacity)
 		default:
 			return nil, fmt.Errorf("unknown workload source %q: want %s or %s", cfg.Workload, Seen, Trace)
 		}

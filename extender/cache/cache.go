@@ -311,7 +311,7 @@ func (c *Cache) learn(uid types.UID, req *policy.Request) {
 
 // Workload is the target workload of fill and fgd: the shapes of every pod
 // seen so far (nil before the first). The learner rebuilds it as the pods
-// seen grow (policy.Learner), with the cluster's cards by model as they are
+// seen grow (policy.Learner), with the cluster's nodes by class as they are
 // then, so that results that depend on it can be reused meanwhile: the
 // simulator replays the trace through the same learner.
 func (c *Cache) Workload() *policy.Workload {
@@ -326,23 +326,32 @@ func (c *Cache) Workload() *policy.Workload {
 	if w, fresh := c.learner.Fresh(); fresh {
 		return w
 	}
-	c.learner.SetCapacity(c.cardsByModel())
+	c.learner.SetCapacity(c.capacity())
 	return c.learner.Workload()
 }
 
-// cardsByModel counts the healthy cards of the known nodes by model (the
-// fill policy weighs model-limited pods by how scarce their models are).
-// Callers hold c.mu.
-func (c *Cache) cardsByModel() map[string]int64 {
-	out := map[string]int64{}
+// capacity is the known nodes by class: their healthy cards by model, with
+// their allocatable CPU and memory where the Node says them (fill weighs
+// model-limited pods by how scarce their models are, and opens the
+// commonest kind of node first). Callers hold c.mu.
+func (c *Cache) capacity() policy.Capacity {
+	out := policy.Capacity{}
 	for _, ns := range c.nodes {
 		if !ns.exists {
 			continue
 		}
+		cards := map[string]int{}
 		for i := range ns.pn.Cards {
 			if card := &ns.pn.Cards[i]; card.Healthy {
-				out[card.Model]++
+				cards[card.Model]++
 			}
+		}
+		var cpu, mem int64
+		if ns.spec.resources {
+			cpu, mem = ns.spec.cpuCap, ns.spec.memCap
+		}
+		for model, n := range cards {
+			out.Add(model, n, cpu, mem)
 		}
 	}
 	return out
@@ -355,6 +364,9 @@ func (c *Cache) cardsByModel() map[string]int64 {
 // was for the evaluations that still read it. Callers hold c.mu.
 func (c *Cache) recount(ns *nodeState) {
 	n := &policy.Node{Name: ns.name, Resources: ns.spec.resources, Cards: slices.Clone(ns.spec.cards)}
+	if ns.spec.resources {
+		n.CPUMilli, n.MemMiB = ns.spec.cpuCap, ns.spec.memCap
+	}
 	var cpu, mem int64
 	var untrusted []*podState
 	for _, ps := range ns.pods {

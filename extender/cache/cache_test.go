@@ -584,3 +584,32 @@ func TestWorkloadCoverage(t *testing.T) {
 		})
 	}
 }
+
+// TestCapacity: the workload estimate's capacity is the known nodes by
+// class, healthy cards counted by model, with the allocatable CPU and
+// memory where the Node gives CPU (fill weighs model-limited pods and opens
+// nodes by it).
+func TestCapacity(t *testing.T) {
+	c := newCache()
+	g := fixture.GiB(16)
+	c.SetNode(fixture.MakeNode("a").Cards("T4", g, g).Obj())
+	c.SetNode(fixture.MakeNode("b").Cards("T4", g, g).Obj())
+	c.SetNode(fixture.MakeNode("sick").Cards("T4", g, g).Unhealthy(1).Obj())
+	noCPU := fixture.MakeNode("no-cpu").Cards("A100", fixture.GiB(80)).Obj()
+	delete(noCPU.Status.Allocatable, corev1.ResourceCPU)
+	c.SetNode(noCPU)
+	c.SetNode(fixture.MakeNode("gone").Cards("T4", g).Obj())
+	c.DeleteNode("gone")
+	c.mu.RLock()
+	got := c.capacity()
+	c.mu.RUnlock()
+	mem := int64(256 << 10) // MiB
+	want := policy.Capacity{
+		{Model: "T4", Cards: 2, CPUMilli: 32000, MemMiB: mem}: 2,
+		{Model: "T4", Cards: 1, CPUMilli: 32000, MemMiB: mem}: 1,
+		{Model: "A100", Cards: 1}:                             1,
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("capacity (-want +got):\n%s", diff)
+	}
+}

@@ -30,7 +30,7 @@ func benchWorkload() *Workload {
 		counts[s] += int64(1 + rng.Intn(100))
 	}
 	w := NewWorkload(counts, 0.99)
-	w.SetCapacity(map[string]int64{"G2": 5000, "T4": 800, "V100M16": 400})
+	w.SetCapacity(byModel(map[string]int64{"G2": 5000, "T4": 800, "V100M16": 400}))
 	return w
 }
 

@@ -58,9 +58,9 @@ type Workload struct {
 	// other grouped by what the shapes ask of the cards (share, cards,
 	// models): they differ in CPU only, so the runs are walked once a group.
 	otherGroups [][]int
-	// capacity is the cluster's healthy cards by model (nil: unknown), and
-	// modelIndex numbers those models.
-	capacity   map[string]int64
+	// capacity is the cluster's nodes by class (nil: unknown), and
+	// modelIndex numbers their models.
+	capacity   Capacity
 	modelIndex map[string]int
 	// The GPU shapes grouped for the fill policy, made at first use, and
 	// unfillable's sums over them: gpuWeight Σ w_s, fillWeight Σ σ_s·w_s,
@@ -156,14 +156,57 @@ func NewWorkload(counts map[Shape]int64, coverage float64) *Workload {
 	return w
 }
 
-// SetCapacity tells the workload how many cards of each model the cluster
-// has, so that a shape limited to scarce models weighs more (fill). Call it
-// before the workload is used.
-func (w *Workload) SetCapacity(cards map[string]int64) {
-	w.capacity = cards
-	w.modelIndex = make(map[string]int, len(cards))
-	for m := range cards {
-		w.modelIndex[m] = len(w.modelIndex)
+// NodeClass is a kind of node as the workload estimate sees it: Cards
+// healthy cards of Model, CPUMilli allocatable millicores and MemMiB
+// allocatable memory (both 0 where not known). A node with cards of
+// several models is one class per model.
+type NodeClass struct {
+	Model    string
+	Cards    int
+	CPUMilli int64
+	MemMiB   int64
+}
+
+// Capacity is the cluster's nodes by class: how many nodes of each.
+type Capacity map[NodeClass]int64
+
+// Add counts a node with cards healthy cards of model, cpuMilli allocatable
+// millicores and memMiB allocatable memory (0: not known). CPU counts in
+// whole cores and memory in whole GiB, rounded down, so that nodes of one
+// kind whose allocatable differs by what each kubelet reserves are one
+// class (fill's rarity walks the classes).
+func (c Capacity) Add(model string, cards int, cpuMilli, memMiB int64) {
+	cpu, mem := classResources(cpuMilli, memMiB)
+	c[NodeClass{Model: model, Cards: cards, CPUMilli: cpu, MemMiB: mem}]++
+}
+
+// classResources rounds a node's CPU down to whole cores and its memory to
+// whole GiB, as Capacity.Add counts them.
+func classResources(cpuMilli, memMiB int64) (int64, int64) {
+	return cpuMilli / 1000 * 1000, memMiB / 1024 * 1024
+}
+
+// cards is how many cards the classes that hosts admits have (all: nil).
+func (c Capacity) cards(hosts func(NodeClass) bool) int64 {
+	var n int64
+	for k, count := range c {
+		if hosts == nil || hosts(k) {
+			n += int64(k.Cards) * count
+		}
+	}
+	return n
+}
+
+// SetCapacity tells the workload the cluster's nodes by class, so that a
+// shape limited to scarce models weighs more and the commonest kind of node
+// is opened first (fill). Call it before the workload is used.
+func (w *Workload) SetCapacity(nodes Capacity) {
+	w.capacity = nodes
+	w.modelIndex = map[string]int{}
+	for k := range nodes {
+		if _, ok := w.modelIndex[k.Model]; !ok {
+			w.modelIndex[k.Model] = len(w.modelIndex)
+		}
 	}
 	for i := range w.Shapes {
 		w.Shapes[i].models.learn(w.modelIndex)

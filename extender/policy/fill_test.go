@@ -85,7 +85,7 @@ func TestUnfillable(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			w := NewWorkload(tt.counts, 1)
-			w.SetCapacity(tt.cards)
+			w.SetCapacity(byModel(tt.cards))
 			if got := unfillable(tt.node, w, -1, 0); math.Abs(got-tt.want) > 1e-9 {
 				t.Errorf("unfillable = %v, want %v", got, tt.want)
 			}
@@ -140,7 +140,7 @@ func TestFillScore(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			w := NewWorkload(tt.counts, 1)
-			w.SetCapacity(tt.cards)
+			w.SetCapacity(byModel(tt.cards))
 			d, u := Place(milliNode(100000, 0, 0), reqOf(share(500)), p, w)
 			if u != nil {
 				t.Fatal(u.Message(contract.GiB))
@@ -169,7 +169,7 @@ func TestScarcity(t *testing.T) {
 		{[]string{"A100"}, cards, 1},     // none in the cluster: no weight to give
 	}
 	for _, tt := range tests {
-		if got := scarcity(tt.cards, tt.models); got != tt.want {
+		if got := scarcity(byModel(tt.cards), tt.models); got != tt.want {
 			t.Errorf("scarcity(%v, %v) = %v, want %v", tt.cards, tt.models, got, tt.want)
 		}
 	}
@@ -179,7 +179,7 @@ func TestFillKeepsScarceModelsForTheirPods(t *testing.T) {
 	// Half the pods need a T4 card (2 of the cluster's 10 cards), half take
 	// 500 anywhere. A 500 pod should go to the G2 node, not the T4 one.
 	w := NewWorkload(map[Shape]int64{{Cards: 1, Models: "T4"}: 1, {Share: 500, Cards: 1}: 1}, 1)
-	w.SetCapacity(map[string]int64{"T4": 2, "G2": 8})
+	w.SetCapacity(byModel(map[string]int64{"T4": 2, "G2": 8}))
 	t4, g2 := milliNode(100000, 0, 0), milliNode(100000, 0, 0)
 	for i := range t4.Cards {
 		t4.Cards[i].Model = "T4"
@@ -190,5 +190,138 @@ func TestFillKeepsScarceModelsForTheirPods(t *testing.T) {
 	b, _ := Place(g2, r, p, w)
 	if a.Score >= b.Score {
 		t.Errorf("T4 node scores %v, G2 node %v: want the G2 node preferred", a.Score, b.Score)
+	}
+}
+
+// byModel is a capacity of one node per model holding all its cards, with
+// no CPU or memory known: what scarcity reads.
+func byModel(cards map[string]int64) Capacity {
+	c := Capacity{}
+	for m, n := range cards {
+		c[NodeClass{Model: m, Cards: int(n)}]++
+	}
+	return c
+}
+
+func TestRarity(t *testing.T) {
+	// 10 nodes of 8 G2 cards, 96 CPUs; 1 of 8 G3 cards, 128 CPUs; 20 of 2
+	// T4 cards, 104 CPUs: 80 + 8 + 40 = 128 cards.
+	capacity := Capacity{
+		{Model: "G2", Cards: 8, CPUMilli: 96000, MemMiB: 393216}:  10,
+		{Model: "G3", Cards: 8, CPUMilli: 128000, MemMiB: 786432}: 1,
+		{Model: "T4", Cards: 2, CPUMilli: 104000, MemMiB: 393216}: 20,
+	}
+	node := func(cards int, cpu, mem int64, resources bool) *Node {
+		n := &Node{Resources: resources, CPUMilli: cpu, MemMiB: mem, CPUFree: cpu, MemFree: mem}
+		for i := range cards {
+			n.Cards = append(n.Cards, Card{Index: i, Total: 1000, Healthy: true})
+		}
+		return n
+	}
+	card := reqOf(contract.ContainerRequest{Count: 1})
+	eight := reqOf(contract.ContainerRequest{Count: 8})
+	t4 := reqOf(contract.ContainerRequest{Count: 1})
+	t4.Models = []string{"T4"}
+	big := reqOf(contract.ContainerRequest{Count: 8})
+	big.CPUMilli = 120000
+	tests := []struct {
+		name     string
+		capacity Capacity
+		node     *Node
+		pod      *Request
+		want     float64 // ρ
+	}{
+		// Any node takes a card. At least 8 cards and 96 CPUs: G2 and
+		// G3, 88 of 128 cards.
+		{"the commonest large node", capacity, node(8, 96000, 393216, true), card, 128.0 / 88},
+		// At least 8 cards, 128 CPUs, 768 GiB: G3 alone.
+		{"the largest node", capacity, node(8, 128000, 786432, true), card, 128.0 / 8},
+		// At least 2 cards and 104 CPUs: T4 and G3.
+		{"fewer cards, more CPU", capacity, node(2, 104000, 393216, true), card, 128.0 / 48},
+		// CPU and memory unknown: every node with at least 8 cards.
+		{"resources unknown", capacity, node(8, 128000, 786432, false), card, 128.0 / 88},
+		// Smaller than every node: all cards.
+		{"a small node", capacity, node(1, 8000, 32768, true), card, 1},
+		// 8 cards: G2 and G3 could take it (88 cards), G3 is larger.
+		{"a pod of 8 cards", capacity, node(8, 128000, 786432, true), eight, 88.0 / 8},
+		// Only G3 takes a pod of 120 CPUs: opening it costs nothing.
+		{"the only node that takes the pod", capacity, node(8, 128000, 786432, true), big, 1},
+		// A T4 pod: only T4 nodes (40 cards), all alike.
+		{"a model-limited pod", capacity, node(2, 104000, 393216, true), t4, 1},
+		// Larger than every known node: nothing to compare with.
+		{"larger than the cluster", capacity, node(16, 256000, 1<<21, true), card, 1},
+		{"no capacity known", nil, node(8, 128000, 786432, true), card, 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			w := NewWorkload(map[Shape]int64{{Cards: 1}: 1}, 1)
+			w.SetCapacity(tt.capacity)
+			if got, want := w.rarity(tt.node, tt.pod), math.Log(tt.want); math.Abs(got-want) > 1e-12 {
+				t.Errorf("rarity = %v, want ln %v = %v", got, tt.want, want)
+			}
+		})
+	}
+	// Nodes of one kind whose allocatable differs by what their kubelets
+	// reserve are one class: a node a little larger than its kind's other
+	// node is not rarer than they are (ρ 24/16, not 24/8).
+	alike := Capacity{}
+	alike.Add("G2", 8, 95800, 392000)
+	alike.Add("G2", 8, 95900, 392100)
+	alike.Add("T4", 8, 32000, 131072)
+	w := NewWorkload(map[Shape]int64{{Cards: 1}: 1}, 1)
+	w.SetCapacity(alike)
+	if got := w.rarity(node(8, 95900, 392100, true), card); math.Abs(got-math.Log(24.0/16)) > 1e-12 {
+		t.Errorf("rarity of a node of a kind reserved differently = %v, want ln 1.5", got)
+	}
+	var none *Workload
+	if got := none.rarity(node(8, 128000, 786432, true), card); got != 0 {
+		t.Errorf("rarity without a workload = %v, want 0", got)
+	}
+}
+
+// TestFillOpensTheCommonestNodeFirst: two empty nodes, a common one of 96
+// CPUs and one of the cluster's two of 128. A pod that asks more CPU than
+// most leaves less GPU stranded by CPU on the larger node (0.03 card
+// here), but fill opens the common one: the larger are the only place
+// for pods that need all of one. Once both are open, the opening cost is
+// gone and the larger node's spare CPU wins again.
+func TestFillOpensTheCommonestNodeFirst(t *testing.T) {
+	capacity := Capacity{
+		{Model: "G2", Cards: 8, CPUMilli: 96000, MemMiB: 393216}:  30,
+		{Model: "G3", Cards: 8, CPUMilli: 128000, MemMiB: 786432}: 2,
+	}
+	// Most pods ask little CPU; one in ten asks 12 CPUs for a whole card.
+	w := NewWorkload(map[Shape]int64{{Cards: 1, CPUMilli: 12000}: 1, {Share: 500, Cards: 1, CPUMilli: 2000}: 9}, 1)
+	w.SetCapacity(capacity)
+	// node is an 8-card node with cards whole cards used by pods of 12
+	// CPUs each.
+	node := func(model string, cpu, mem int64, cards int) *Node {
+		n := &Node{Name: model, Resources: true, CPUMilli: cpu, MemMiB: mem, CPUFree: cpu - int64(cards)*12000, MemFree: mem}
+		for i := range 8 {
+			n.Cards = append(n.Cards, Card{Index: i, Model: model, Total: 1000, Healthy: true})
+		}
+		for i := range cards {
+			n.Cards[i].Used = 1000
+		}
+		return n
+	}
+	p, _ := Get(Fill)
+	r := reqOf(contract.ContainerRequest{Count: 1})
+	r.CPUMilli = 16000
+	score := func(n *Node) float64 {
+		d, unfit := Place(n, r, p, w)
+		if unfit != nil {
+			t.Fatalf("%s: %v", n.Name, unfit.Message(contract.GiB))
+		}
+		return d.Score
+	}
+	// Empty: the 96-CPU node can then take 80/12 = 6 more of the 12-CPU
+	// pods on its 7 free cards, the 128-CPU one 9.
+	if g2, g3 := score(node("G2", 96000, 393216, 0)), score(node("G3", 128000, 786432, 0)); g3 >= g2 {
+		t.Errorf("empty nodes: the 128-CPU node scores %v, the 96-CPU one %v: want the common one opened first", g3, g2)
+	}
+	// One card used on each: 68/12 = 5 pods on 6 cards against 8.
+	if g2, g3 := score(node("G2", 96000, 393216, 1)), score(node("G3", 128000, 786432, 1)); g3 <= g2 {
+		t.Errorf("open nodes: the 128-CPU node scores %v, the 96-CPU one %v: want the one with CPU to spare", g3, g2)
 	}
 }

@@ -10,13 +10,13 @@ type Learner struct {
 	shapes         map[Shape]int64
 	counted, built int64
 	w              *Workload
-	capacity       map[string]int64
+	capacity       Capacity
 }
 
-// SetCapacity gives every workload built from now on the cluster's cards by
-// model (see Workload.SetCapacity).
-func (l *Learner) SetCapacity(cards map[string]int64) {
-	l.capacity = cards
+// SetCapacity gives every workload built from now on the cluster's nodes by
+// class (see Workload.SetCapacity).
+func (l *Learner) SetCapacity(nodes Capacity) {
+	l.capacity = nodes
 	l.w = nil
 }
 

@@ -243,7 +243,7 @@ func TestPlaceOneAgreesWithSearch(t *testing.T) {
 			r.Models = []string{models[rng.Intn(2)]}
 		}
 		w := NewWorkload(map[Shape]int64{{Share: total / 4, Cards: 1}: int64(1 + rng.Intn(5)), {Cards: 1}: int64(1 + rng.Intn(5)), {Share: total / 2, Cards: 1, Models: "T4"}: 1}, 1)
-		w.SetCapacity(map[string]int64{"T4": 4, "A100": 12})
+		w.SetCapacity(byModel(map[string]int64{"T4": 4, "A100": 12}))
 		name := Names()[rng.Intn(len(Names()))]
 		p, _ := Get(Name(name))
 
@@ -516,7 +516,7 @@ func randomCase(rng *rand.Rand) (n *Node, w *Workload, pos int, extra int64) {
 	}
 	w = NewWorkload(counts, 1)
 	if rng.Intn(2) == 0 {
-		w.SetCapacity(map[string]int64{"T4": 8, "A100": 16})
+		w.SetCapacity(byModel(map[string]int64{"T4": 8, "A100": 16}))
 	}
 	return n, w, rng.Intn(len(n.Cards)+1) - 1, int64(rng.Intn(40))
 }

@@ -30,11 +30,14 @@ type Node struct {
 	// Version changes whenever the node's state does (set by whoever keeps
 	// the state); a result computed at one version holds while it is unchanged.
 	Version uint64
-	// Resources tells whether CPUFree and MemFree are known. The extender
-	// leaves CPU and memory to kube-scheduler; the simulator checks them here.
+	// Resources tells whether CPUFree and MemFree, and the allocatable
+	// CPUMilli and MemMiB, are known. The extender leaves CPU and memory to
+	// kube-scheduler; the simulator checks them here.
 	Resources bool
 	CPUFree   int64 // millicores
 	MemFree   int64 // MiB
+	CPUMilli  int64 // millicores
+	MemMiB    int64 // MiB
 }
 
 // Clone returns a deep copy that placement can change.
