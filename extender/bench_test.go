@@ -153,7 +153,7 @@ func replay(tb testing.TB, srv *Server, names []string, pods []*corev1.Pod, capa
 			ev := srv.evaluate(ctx, req, names)
 			best, score := "", 0.0
 			for i, n := range names {
-				if r := &ev.results[i]; r.fits() && (best == "" || r.decision.Score > score) {
+				if r := ev.results[i]; r.fits() && (best == "" || r.decision.Score > score) {
 					best, score = n, r.decision.Score
 				}
 			}

@@ -9,6 +9,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/util/workqueue"
 
+	"github.com/gpupack/gpupack/extender/cache"
 	"github.com/gpupack/gpupack/extender/policy"
 )
 
@@ -16,10 +17,14 @@ import (
 // generation of the cache and one workload estimate. It is immutable once
 // built, so filter, prioritize and bind can share it.
 type evaluation struct {
-	gen     uint64
-	at      time.Time
-	names   []string
-	results []nodeResult // by position in names
+	gen   uint64
+	at    time.Time
+	names []string
+	// results are by position in names. They point to answers that are
+	// never changed once made, shared with the answers kept for the
+	// request's shape (resultCache), so an evaluation copies no answer and
+	// keeps nothing of its own beyond one pointer a node.
+	results []*nodeResult
 }
 
 // nodeResult is Place's answer for one node at one version of it.
@@ -34,13 +39,16 @@ type nodeResult struct {
 
 func (r *nodeResult) fits() bool { return r.known && r.unfit == nil }
 
+// unknownNode is the answer for a node the cache does not know.
+var unknownNode = &nodeResult{}
+
 // result returns the answer for a node, if the evaluation has one.
 func (ev *evaluation) result(node string) (*nodeResult, bool) {
 	i := slices.Index(ev.names, node)
 	if i < 0 {
 		return nil, false
 	}
-	return &ev.results[i], true
+	return ev.results[i], true
 }
 
 // sameNodes reports whether the evaluation judged exactly these nodes.
@@ -57,38 +65,61 @@ func (ev *evaluation) sameNodes(names []string) bool {
 func (s *Server) evaluate(ctx context.Context, req *policy.Request, names []string) *evaluation {
 	w := s.workload()
 	key := policy.RequestKey(req, s.policy)
-	snap := s.cache.Snapshot(names)
-	ev := &evaluation{gen: snap.Gen, at: time.Now(), names: names, results: make([]nodeResult, len(names))}
-	// The answers are this evaluation's alone until it gives them back: the
-	// workers only read them, and the answers they computed are kept after.
+	snap := snapshots.Get().(*cache.Snapshot)
+	defer func() {
+		// The pool keeps the memory, not the nodes.
+		clear(snap.Nodes)
+		snapshots.Put(snap)
+	}()
+	s.cache.SnapshotInto(snap, names)
+	ev := &evaluation{gen: snap.Gen, at: time.Now(), names: names, results: make([]*nodeResult, len(names))}
+	// The answers are this evaluation's alone until it gives them back:
+	// the lookups below and the keeping after the workers are the only
+	// uses, and the answers they point to are never changed.
 	kept := s.results.take(key, w, snap.Slots)
-	fresh := make([]bool, len(names))
-	workers := s.cfg.Parallelism
-	chunk := max(1, len(names)/(4*workers))
-	workqueue.ParallelizeUntil(ctx, workers, len(names), func(i int) {
-		v := snap.Nodes[i]
-		if v.Node == nil {
-			return
-		}
-		if r := kept.Get(v.Slot, v.Node); r != nil {
-			ev.results[i] = *r
-			return
-		}
-		d, u := policy.Place(v.Node, req, s.policy, kept.Workload())
-		ev.results[i] = nodeResult{known: true, version: v.Node.Version, decision: d, unfit: u}
-		if u != nil {
-			ev.results[i].reason = "gpupack: " + u.Message(s.unit)
-		}
-		fresh[i] = true
-	}, workqueue.WithChunkSize(chunk))
+	var todo []int // positions of the nodes to rate
 	for i, v := range snap.Nodes {
-		if fresh[i] {
-			kept.Keep(v.Slot, v.Node, ev.results[i])
+		if v.Node == nil {
+			ev.results[i] = unknownNode
+		} else if r := kept.Get(v.Slot, v.Node); r != nil {
+			ev.results[i] = *r
+		} else {
+			todo = append(todo, i)
+		}
+	}
+	if len(todo) > 0 {
+		workers := s.cfg.Parallelism
+		chunk := max(1, len(todo)/(4*workers))
+		wl := kept.Workload()
+		workqueue.ParallelizeUntil(ctx, workers, len(todo), func(j int) {
+			i := todo[j]
+			n := snap.Nodes[i].Node
+			d, u := policy.Place(n, req, s.policy, wl)
+			r := &nodeResult{known: true, version: n.Version, decision: d, unfit: u}
+			if u != nil {
+				r.reason = "gpupack: " + u.Message(s.unit)
+			}
+			ev.results[i] = r
+		}, workqueue.WithChunkSize(chunk))
+		for _, i := range todo {
+			r := ev.results[i]
+			if r == nil {
+				// Left unrated (the context ended): answered as
+				// unknown, and nothing is kept.
+				ev.results[i] = unknownNode
+				continue
+			}
+			v := snap.Nodes[i]
+			kept.Keep(v.Slot, v.Node, r)
 		}
 	}
 	s.results.give(key, kept)
 	return ev
 }
+
+// snapshots are the cache snapshots of past evaluations, for the memory of
+// their nodes: a snapshot is only read while its evaluation runs.
+var snapshots = sync.Pool{New: func() any { return new(cache.Snapshot) }}
 
 // resultCache keeps the answers of the last evaluations by request shape
 // (policy.RequestKey), for a few shapes. An evaluation takes its shape's
@@ -96,12 +127,12 @@ func (s *Server) evaluate(ctx context.Context, req *policy.Request, names []stri
 // another of the same shape meanwhile starts from none.
 type resultCache struct {
 	mu sync.Mutex
-	m  map[string]*policy.Answers[nodeResult]
+	m  map[string]*policy.Answers[*nodeResult]
 	// order is m's keys, oldest first.
 	order []string
 	// spare are the answers of the last shape dropped, emptied for the
 	// next new shape: a large cluster's answers are big.
-	spare *policy.Answers[nodeResult]
+	spare *policy.Answers[*nodeResult]
 }
 
 // resultShapes bounds the shapes kept: pods come in a handful of shapes, and
@@ -111,7 +142,7 @@ const resultShapes = 16
 // take returns the answers of a shape under w, the caller's until it gives
 // them back: those kept (emptied if kept under another workload estimate),
 // else none yet, with room for slots nodes.
-func (c *resultCache) take(key string, w *policy.Workload, slots int) *policy.Answers[nodeResult] {
+func (c *resultCache) take(key string, w *policy.Workload, slots int) *policy.Answers[*nodeResult] {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if t := c.m[key]; t != nil {
@@ -123,16 +154,16 @@ func (c *resultCache) take(key string, w *policy.Workload, slots int) *policy.An
 		t.Reset(w)
 		return t
 	}
-	return policy.NewAnswers[nodeResult](w, slots)
+	return policy.NewAnswers[*nodeResult](w, slots)
 }
 
 // give keeps a shape's answers, dropping the oldest shape beyond
 // resultShapes.
-func (c *resultCache) give(key string, t *policy.Answers[nodeResult]) {
+func (c *resultCache) give(key string, t *policy.Answers[*nodeResult]) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.m == nil {
-		c.m = map[string]*policy.Answers[nodeResult]{}
+		c.m = map[string]*policy.Answers[*nodeResult]{}
 	}
 	if _, ok := c.m[key]; !ok {
 		c.order = append(c.order, key)

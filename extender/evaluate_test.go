@@ -50,3 +50,41 @@ func TestEvaluateKeepsAnswers(t *testing.T) {
 		}
 	}
 }
+
+// TestEvaluationIsImmutable pins that an evaluation shares its answers with
+// the answers kept for the shape without copying them, and that a later
+// evaluation never changes them: filter's evaluation, kept in the memo for
+// prioritize and bind, still says what it said after a node changed and was
+// rated again.
+func TestEvaluationIsImmutable(t *testing.T) {
+	srv := benchServer(t, "binpack", contract.GiB)
+	ctx := context.Background()
+	// a and b: one 16 GiB card each, 14 held: a share of 4 fits on neither.
+	all := []string{"a", "b", "ghost"}
+	for _, n := range all[:2] {
+		srv.cache.SetNode(fixture.MakeNode(n).Cards("T4", fixture.GiB(16)).Obj())
+		held := fixture.MakePod().Name("held-" + n).GPUMem(14).Obj()
+		req, _ := cache.RequestOf(held)
+		if err := srv.cache.Assume(held, req, n, contract.Allocation{0: {0: 14}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	req, _ := cache.RequestOf(fixture.MakePod().Name("p").GPUMem(4).Obj())
+	first := srv.evaluate(ctx, req, all)
+	firstA := *first.results[0]
+	// a changes: 14 freed, so the share fits there now; b does not change.
+	srv.cache.Forget("uid-held-a")
+	again := srv.evaluate(ctx, req, all)
+	if !again.results[0].fits() {
+		t.Fatalf("a after its 14 went: %+v, want it to fit", *again.results[0])
+	}
+	if r := first.results[0]; r.fits() || r.version != firstA.version || r.unfit != firstA.unfit || r.reason != firstA.reason {
+		t.Errorf("the first evaluation's answer for a changed to %+v, want %+v", *r, firstA)
+	}
+	if again.results[1] != first.results[1] {
+		t.Error("b's answer was copied or rated again, unchanged since the first evaluation")
+	}
+	if r := again.results[2]; r.known || r.fits() {
+		t.Errorf("ghost: %+v, want unknown", *r)
+	}
+}

@@ -66,14 +66,14 @@ func (s *Server) Filter(ctx context.Context, args *extenderv1.ExtenderArgs) (*ex
 			res.FailedAndUnresolvableNodes[n] = msg
 		}
 		s.metrics.rejections.WithLabelValues("bad_request").Add(float64(len(names)))
-		return keep(args, res, func(int) bool { return false }), nil
+		return keep(args, res, 0, func(int) bool { return false }), nil
 	}
 	ev := s.evaluate(ctx, req, names)
 	s.memo.put(args.Pod.UID, ev)
 	fit := 0
 	rejected := map[string]int{}
 	for i, n := range names {
-		r := &ev.results[i]
+		r := ev.results[i]
 		switch {
 		case !r.known:
 			res.FailedNodes[n] = "gpupack: node is not in the extender's cache (deleted, or not yet seen)"
@@ -93,7 +93,13 @@ func (s *Server) Filter(ctx context.Context, args *extenderv1.ExtenderArgs) (*ex
 		s.metrics.rejections.WithLabelValues(reason).Add(float64(count))
 	}
 	log.V(4).Info("Filtered", "nodes", len(names), "fit", fit)
-	return keep(args, res, func(i int) bool { return ev.results[i].fits() }), nil
+	if fit > 0 && fit == len(names) {
+		// Every node fits: the answer is the request's list as it came
+		// (no copy of thousands of names; an empty list is answered as
+		// keep answers it, never null).
+		return passAll(args, res), nil
+	}
+	return keep(args, res, fit, func(i int) bool { return ev.results[i].fits() }), nil
 }
 
 func passAll(args *extenderv1.ExtenderArgs, res *extenderv1.ExtenderFilterResult) *extenderv1.ExtenderFilterResult {
@@ -102,10 +108,10 @@ func passAll(args *extenderv1.ExtenderArgs, res *extenderv1.ExtenderFilterResult
 }
 
 // keep answers in the mode of the request with the nodes at the positions
-// where fit holds, in the request's order.
-func keep(args *extenderv1.ExtenderArgs, res *extenderv1.ExtenderFilterResult, fit func(i int) bool) *extenderv1.ExtenderFilterResult {
+// where fit holds, in the request's order; fits is how many there are.
+func keep(args *extenderv1.ExtenderArgs, res *extenderv1.ExtenderFilterResult, fits int, fit func(i int) bool) *extenderv1.ExtenderFilterResult {
 	if args.NodeNames != nil {
-		names := []string{}
+		names := make([]string, 0, fits)
 		for i, n := range *args.NodeNames {
 			if fit(i) {
 				names = append(names, n)
@@ -114,7 +120,7 @@ func keep(args *extenderv1.ExtenderArgs, res *extenderv1.ExtenderFilterResult, f
 		res.NodeNames = &names
 		return res
 	}
-	list := &corev1.NodeList{Items: []corev1.Node{}}
+	list := &corev1.NodeList{Items: make([]corev1.Node, 0, fits)}
 	for i := range args.Nodes.Items {
 		if fit(i) {
 			list.Items = append(list.Items, args.Nodes.Items[i])
@@ -144,16 +150,17 @@ func (s *Server) Prioritize(ctx context.Context, args *extenderv1.ExtenderArgs) 
 		ev = s.evaluate(ctx, req, names)
 		s.memo.put(args.Pod.UID, ev)
 	}
-	var idx []int
-	var raw []float64
-	for i := range names {
-		if r := &ev.results[i]; r.fits() {
-			idx = append(idx, i)
+	raw := make([]float64, 0, len(names))
+	for _, r := range ev.results {
+		if r.fits() {
 			raw = append(raw, r.decision.Score)
 		}
 	}
-	for j, score := range policy.Normalize(raw) {
-		out[idx[j]].Score = score
+	scores := policy.Normalize(raw)
+	for i, r := range ev.results {
+		if r.fits() {
+			out[i].Score, scores = scores[0], scores[1:]
+		}
 	}
 	if log := klog.FromContext(ctx).V(4); log.Enabled() {
 		top := append(extenderv1.HostPriorityList(nil), out...)

@@ -580,15 +580,30 @@ type Snapshot struct {
 // afterwards, so an evaluation reads them without the lock however long it
 // takes, and the informers' updates do not wait behind it.
 func (c *Cache) Snapshot(names []string) Snapshot {
+	var s Snapshot
+	c.SnapshotInto(&s, names)
+	return s
+}
+
+// SnapshotInto is Snapshot into s, reusing the memory of s.Nodes when it
+// has room: a caller that snapshots thousands of nodes per request keeps
+// one Snapshot (clearing its Nodes before it keeps it, so that it holds
+// no node) instead of allocating one each time.
+func (c *Cache) SnapshotInto(s *Snapshot, names []string) {
+	if cap(s.Nodes) < len(names) {
+		s.Nodes = make([]NodeView, len(names))
+	}
+	s.Nodes = s.Nodes[:len(names)]
 	c.mu.RLock()
 	defer c.mu.RUnlock()
-	s := Snapshot{Gen: c.gen, Nodes: make([]NodeView, len(names)), Slots: c.slots}
+	s.Gen, s.Slots = c.gen, c.slots
 	for i, name := range names {
 		if ns, ok := c.nodes[name]; ok && ns.exists {
 			s.Nodes[i] = NodeView{Node: ns.pn, Slot: ns.slot}
+		} else {
+			s.Nodes[i] = NodeView{}
 		}
 	}
-	return s
 }
 
 // Read calls fn with the cache's generation and a lookup of nodes as

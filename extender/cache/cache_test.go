@@ -3,6 +3,7 @@ package cache
 import (
 	"errors"
 	"fmt"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -611,5 +612,28 @@ func TestCapacity(t *testing.T) {
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("capacity (-want +got):\n%s", diff)
+	}
+}
+
+// TestSnapshotIntoReusesItsBuffer: a snapshot into a buffer that held other
+// nodes gives exactly the nodes asked, an unknown one empty, and reuses the
+// buffer's memory when it has room.
+func TestSnapshotIntoReusesItsBuffer(t *testing.T) {
+	c := newCache()
+	g := fixture.GiB(16)
+	c.SetNode(fixture.MakeNode("a").Cards("T4", g).Obj())
+	c.SetNode(fixture.MakeNode("b").Cards("T4", g).Obj())
+	var s Snapshot
+	c.SnapshotInto(&s, []string{"a", "b", "a"})
+	buf := &s.Nodes[0]
+	c.SnapshotInto(&s, []string{"b", "unknown"})
+	if len(s.Nodes) != 2 || s.Nodes[0].Node == nil || s.Nodes[0].Node.Name != "b" || s.Nodes[1].Node != nil {
+		t.Fatalf("snapshot of b and an unknown node: %+v", s.Nodes)
+	}
+	if &s.Nodes[0] != buf {
+		t.Error("the buffer had room and was not reused")
+	}
+	if want := c.Snapshot([]string{"b", "unknown"}); !reflect.DeepEqual(want, s) {
+		t.Errorf("SnapshotInto gave %+v, Snapshot %+v", s, want)
 	}
 }
