@@ -19,14 +19,7 @@ func TestEvaluateKeepsAnswers(t *testing.T) {
 	ctx := context.Background()
 	// a, b and c: one 16 GiB card each, 14 held: a share of 4 fits nowhere.
 	all := []string{"a", "b", "c"}
-	for _, n := range all {
-		srv.cache.SetNode(fixture.MakeNode(n).Cards("T4", fixture.GiB(16)).Obj())
-		held := fixture.MakePod().Name("held-" + n).GPUMem(14).Obj()
-		req, _ := cache.RequestOf(held)
-		if err := srv.cache.Assume(held, req, n, contract.Allocation{0: {0: 14}}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	heldNodes(t, srv, all...)
 	req, _ := cache.RequestOf(fixture.MakePod().Name("p").GPUMem(4).Obj())
 	first := srv.evaluate(ctx, req, all)
 	for i, r := range first.results {
@@ -61,14 +54,7 @@ func TestEvaluationIsImmutable(t *testing.T) {
 	ctx := context.Background()
 	// a and b: one 16 GiB card each, 14 held: a share of 4 fits on neither.
 	all := []string{"a", "b", "ghost"}
-	for _, n := range all[:2] {
-		srv.cache.SetNode(fixture.MakeNode(n).Cards("T4", fixture.GiB(16)).Obj())
-		held := fixture.MakePod().Name("held-" + n).GPUMem(14).Obj()
-		req, _ := cache.RequestOf(held)
-		if err := srv.cache.Assume(held, req, n, contract.Allocation{0: {0: 14}}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	heldNodes(t, srv, all[:2]...)
 	req, _ := cache.RequestOf(fixture.MakePod().Name("p").GPUMem(4).Obj())
 	first := srv.evaluate(ctx, req, all)
 	firstA := *first.results[0]
@@ -86,5 +72,19 @@ func TestEvaluationIsImmutable(t *testing.T) {
 	}
 	if r := again.results[2]; r.known || r.fits() {
 		t.Errorf("ghost: %+v, want unknown", *r)
+	}
+}
+
+// heldNodes adds nodes of one 16 GiB card each, with 14 of it held by a pod
+// named held-<node> (uid-held-<node>).
+func heldNodes(t *testing.T, srv *Server, names ...string) {
+	t.Helper()
+	for _, n := range names {
+		srv.cache.SetNode(fixture.MakeNode(n).Cards("T4", fixture.GiB(16)).Obj())
+		held := fixture.MakePod().Name("held-" + n).GPUMem(14).Obj()
+		req, _ := cache.RequestOf(held)
+		if err := srv.cache.Assume(held, req, n, contract.Allocation{0: {0: 14}}); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
