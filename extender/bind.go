@@ -2,7 +2,6 @@ package extender
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -11,7 +10,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/klog/v2"
 	extenderv1 "k8s.io/kube-scheduler/extender/v1"
 
@@ -22,8 +20,9 @@ import (
 
 // Bind places the pod on the node: it chooses the cards (those the score
 // assumed when they are still free), assumes them in the cache so that no
-// concurrent decision can take them, patches the decision onto the pod and
-// creates the Binding. If any step fails nothing stays assumed.
+// concurrent decision can take them, and creates the Binding, which carries
+// the decision's annotations onto the pod. If any step fails nothing stays
+// assumed.
 func (s *Server) Bind(ctx context.Context, args *extenderv1.ExtenderBindingArgs) error {
 	if args.PodName == "" || args.PodNamespace == "" || args.Node == "" {
 		return fmt.Errorf("%w: podName, podNamespace and node are required", errBadRequest)
@@ -127,21 +126,25 @@ func (s *Server) assume(ctx context.Context, pod *corev1.Pod, req *policy.Reques
 	}
 }
 
-// record writes the decision onto the pod, then binds it.
+// record binds the pod with the decision's annotations on the Binding: the
+// API server copies a Binding's annotations onto the pod in the same write
+// that sets its node (pods/binding), so the decision and the bind are one
+// API call, and a pod is never seen bound without its decision.
 func (s *Server) record(ctx context.Context, pod *corev1.Pod, node string, alloc contract.Allocation) error {
-	patch, err := s.decisionPatch(pod, node, alloc)
-	if err != nil {
-		return err
-	}
-	if _, err := s.client.CoreV1().Pods(pod.Namespace).Patch(ctx, pod.Name, types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
-		return fmt.Errorf("recording the decision on pod %s: %w", klog.KObj(pod), err)
-	}
-	return s.bindOnly(ctx, pod, node)
+	return s.bind(ctx, pod, node, s.decisionAnnotations(pod, node, alloc))
 }
 
+// bindOnly binds a pod that asks for no GPU: no decision to record.
 func (s *Server) bindOnly(ctx context.Context, pod *corev1.Pod, node string) error {
+	return s.bind(ctx, pod, node, nil)
+}
+
+// bind creates the pod's Binding to node carrying annotations, with the
+// pod's UID as a precondition: a pod deleted and recreated under the same
+// name is not bound.
+func (s *Server) bind(ctx context.Context, pod *corev1.Pod, node string, annotations map[string]string) error {
 	b := &corev1.Binding{
-		ObjectMeta: metav1.ObjectMeta{Name: pod.Name, Namespace: pod.Namespace, UID: pod.UID},
+		ObjectMeta: metav1.ObjectMeta{Name: pod.Name, Namespace: pod.Namespace, UID: pod.UID, Annotations: annotations},
 		Target:     corev1.ObjectReference{Kind: "Node", Name: node},
 	}
 	if err := s.client.CoreV1().Pods(pod.Namespace).Bind(ctx, b, metav1.CreateOptions{}); err != nil {
@@ -150,9 +153,10 @@ func (s *Server) bindOnly(ctx context.Context, pod *corev1.Pod, node string) err
 	return nil
 }
 
-// decisionPatch is the merge patch of the decision's annotations, with the
-// pod's UID as a precondition.
-func (s *Server) decisionPatch(pod *corev1.Pod, node string, alloc contract.Allocation) ([]byte, error) {
+// decisionAnnotations are the annotations that record the decision on the
+// pod: the cards and memory the device plugin reads, and the signature the
+// cache trusts after a restart.
+func (s *Server) decisionAnnotations(pod *corev1.Pod, node string, alloc contract.Allocation) map[string]string {
 	cards := alloc.Cards()
 	var dev int64
 	s.cache.Read(func(_ uint64, lookup func(string) *policy.Node) {
@@ -163,7 +167,7 @@ func (s *Server) decisionPatch(pod *corev1.Pod, node string, alloc contract.Allo
 		}
 	})
 	a := alloc.String()
-	ann := map[string]string{
+	return map[string]string{
 		contract.AnnotationIndex:      strconv.Itoa(cards[0]),
 		contract.AnnotationPodMem:     strconv.FormatInt(alloc.Total(), 10),
 		contract.AnnotationDevMem:     strconv.FormatInt(dev, 10),
@@ -173,5 +177,4 @@ func (s *Server) decisionPatch(pod *corev1.Pod, node string, alloc contract.Allo
 		contract.AnnotationNode:       node,
 		contract.AnnotationSignature:  contract.Sign(s.key, string(pod.UID), node, a),
 	}
-	return json.Marshal(map[string]any{"metadata": map[string]any{"uid": pod.UID, "annotations": ann}})
 }

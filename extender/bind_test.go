@@ -10,6 +10,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
+	k8stesting "k8s.io/client-go/testing"
 	extenderv1 "k8s.io/kube-scheduler/extender/v1"
 
 	"github.com/gpupack/gpupack/contract"
@@ -40,6 +41,33 @@ func (e *env) schedule(pod *corev1.Pod, nodes ...string) (string, string) {
 	return best.Host, br.Error
 }
 
+// bindingSince returns the one Binding the extender sent since the fake
+// had seen mark actions, failing the test unless that Binding was the only
+// write: the decision and the bind are one API call.
+func (e *env) bindingSince(t *testing.T, mark int) *corev1.Binding {
+	t.Helper()
+	var b *corev1.Binding
+	for _, a := range e.client.Actions()[mark:] {
+		switch a.GetVerb() {
+		case "get", "list", "watch":
+			continue
+		}
+		c, ok := a.(k8stesting.CreateAction)
+		if !ok || a.GetResource().Resource != "pods" || a.GetSubresource() != "binding" {
+			t.Errorf("the bind wrote %s %s/%s: want only the Binding", a.GetVerb(), a.GetResource().Resource, a.GetSubresource())
+			continue
+		}
+		if b != nil {
+			t.Errorf("a second Binding for %s", b.Name)
+		}
+		b = c.GetObject().(*corev1.Binding)
+	}
+	if b == nil {
+		t.Fatal("the extender sent no Binding")
+	}
+	return b
+}
+
 func TestBindRecordsTheDecision(t *testing.T) {
 	e := newEnv(t, "binpack", cluster()...)
 	tests := []struct {
@@ -64,32 +92,66 @@ func TestBindRecordsTheDecision(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			pod := e.create(tt.pod)
+			mark := len(e.client.Actions())
 			node, errMsg := e.schedule(pod, "n1", "n2", "n3", "n4")
 			if errMsg != "" {
 				t.Fatalf("bind: %s", errMsg)
 			}
-			got := e.pod(pod.Namespace, pod.Name)
-			if node != tt.wantNode || got.Spec.NodeName != tt.wantNode {
-				t.Fatalf("bound to %q (spec %q), want %q", node, got.Spec.NodeName, tt.wantNode)
+			// The decision travels on the Binding, with the pod's UID as
+			// the precondition.
+			b := e.bindingSince(t, mark)
+			if b.Name != pod.Name || b.Namespace != pod.Namespace || b.UID != pod.UID {
+				t.Errorf("Binding for %s/%s uid %q, want %s/%s uid %q", b.Namespace, b.Name, b.UID, pod.Namespace, pod.Name, pod.UID)
 			}
-			ann := got.Annotations
+			if b.Target.Kind != "Node" || b.Target.Name != tt.wantNode {
+				t.Errorf("Binding target %s %q, want Node %q", b.Target.Kind, b.Target.Name, tt.wantNode)
+			}
 			want := map[string]string{
 				contract.AnnotationAllocation: tt.wantAlloc, contract.AnnotationIndex: tt.wantIdx,
 				contract.AnnotationPodMem: tt.wantTotal, contract.AnnotationDevMem: tt.wantDev,
 				contract.AnnotationAssigned: "false", contract.AnnotationNode: tt.wantNode,
+				contract.AnnotationSignature: contract.Sign(testKey, string(pod.UID), tt.wantNode, tt.wantAlloc),
+			}
+			if _, err := strconv.ParseInt(b.Annotations[contract.AnnotationAssumeTime], 10, 64); err != nil {
+				t.Errorf("assume time %q: %v", b.Annotations[contract.AnnotationAssumeTime], err)
+			}
+			want[contract.AnnotationAssumeTime] = b.Annotations[contract.AnnotationAssumeTime]
+			if diff := cmp.Diff(want, b.Annotations); diff != "" {
+				t.Errorf("Binding annotations (-want +got):\n%s", diff)
+			}
+			// The pod, once bound (the fake merges the Binding's
+			// annotations as the API server does), carries them.
+			got := e.pod(pod.Namespace, pod.Name)
+			if node != tt.wantNode || got.Spec.NodeName != tt.wantNode {
+				t.Fatalf("bound to %q (spec %q), want %q", node, got.Spec.NodeName, tt.wantNode)
 			}
 			for k, v := range want {
-				if ann[k] != v {
-					t.Errorf("annotation %s = %q, want %q", k, ann[k], v)
+				if got.Annotations[k] != v {
+					t.Errorf("pod annotation %s = %q, want %q", k, got.Annotations[k], v)
 				}
 			}
-			if _, err := strconv.ParseInt(ann[contract.AnnotationAssumeTime], 10, 64); err != nil {
-				t.Errorf("assume time %q: %v", ann[contract.AnnotationAssumeTime], err)
-			}
-			if !contract.Verify(testKey, string(got.UID), tt.wantNode, tt.wantAlloc, ann[contract.AnnotationSignature]) {
+			if !contract.Verify(testKey, string(got.UID), tt.wantNode, tt.wantAlloc, got.Annotations[contract.AnnotationSignature]) {
 				t.Error("the decision is not signed")
 			}
 		})
+	}
+}
+
+func TestBindWithoutGPU(t *testing.T) {
+	e := newEnv(t, "binpack", cluster()...)
+	pod := e.create(fixture.MakePod().Name("cpu").Container("", "", "1").Obj())
+	mark := len(e.client.Actions())
+	var br extenderv1.ExtenderBindingResult
+	e.post(bindPath, extenderv1.ExtenderBindingArgs{PodName: "cpu", PodNamespace: "default", PodUID: pod.UID, Node: "n3"}, &br)
+	if br.Error != "" {
+		t.Fatal(br.Error)
+	}
+	b := e.bindingSince(t, mark)
+	if b.UID != pod.UID || b.Target.Name != "n3" || len(b.Annotations) != 0 {
+		t.Errorf("Binding uid %q to %q with annotations %v, want uid %q to n3 with none", b.UID, b.Target.Name, b.Annotations, pod.UID)
+	}
+	if got := e.pod("default", "cpu"); got.Spec.NodeName != "n3" {
+		t.Errorf("bound to %q, want n3", got.Spec.NodeName)
 	}
 }
 
@@ -159,14 +221,20 @@ func TestBindFailures(t *testing.T) {
 	t.Run("a failed Binding rolls the decision back", func(t *testing.T) {
 		pod := e.create(fixture.MakePod().Name("rollback").GPUMem(6).Obj())
 		e.failBind = true
-		if got := bind("rollback", pod.UID, "n1"); !strings.Contains(got, "injected failure") {
+		if got := bind("rollback", pod.UID, "n1"); !strings.HasPrefix(got, "binding pod default/rollback to n1: ") || !strings.Contains(got, "injected failure") {
 			t.Fatalf("error %q", got)
 		}
 		if _, _, ok := e.cache.Placed(pod.UID); ok {
 			t.Fatal("the failed decision is still assumed")
 		}
-		if e.pod("default", "rollback").Spec.NodeName != "" {
+		got := e.pod("default", "rollback")
+		if got.Spec.NodeName != "" {
 			t.Fatal("pod bound")
+		}
+		// The decision and the bind are one write: a failed bind leaves
+		// no decision on the pending pod.
+		if a, ok := got.Annotations[contract.AnnotationAllocation]; ok {
+			t.Errorf("the unbound pod carries the allocation %s", a)
 		}
 		// The 6 GiB are free again: the same bind now succeeds.
 		if got := bind("rollback", pod.UID, "n1"); got != "" {

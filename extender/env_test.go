@@ -82,7 +82,9 @@ func newEnvWith(t testing.TB, cfg *config.Config, objs ...runtime.Object) *env {
 	return e
 }
 
-// bindReactor makes pods/binding set spec.nodeName, as the API server does.
+// bindReactor makes pods/binding set spec.nodeName and merge the Binding's
+// annotations into the pod's in one write, as the API server does
+// (BindingREST.setPodNodeAndMetadata in pkg/registry/core/pod/storage).
 func (e *env) bindReactor(action k8stesting.Action) (bool, runtime.Object, error) {
 	if action.GetSubresource() != "binding" {
 		return false, nil, nil
@@ -104,6 +106,12 @@ func (e *env) bindReactor(action k8stesting.Action) (bool, runtime.Object, error
 		return true, nil, apierrors.NewConflict(corev1.Resource("pods"), b.Name, fmt.Errorf("pod %s is already assigned to node %q", b.Name, pod.Spec.NodeName))
 	}
 	pod.Spec.NodeName = b.Target.Name
+	if len(b.Annotations) > 0 && pod.Annotations == nil {
+		pod.Annotations = map[string]string{}
+	}
+	for k, v := range b.Annotations {
+		pod.Annotations[k] = v
+	}
 	return true, nil, e.client.Tracker().Update(corev1.SchemeGroupVersion.WithResource("pods"), pod, b.Namespace)
 }
 

@@ -39,7 +39,7 @@ type Config struct {
 	DeprecatedFGDCoverage float64 `json:"fgdCoverage,omitempty"`
 	// Parallelism is how many goroutines evaluate nodes for one pod.
 	Parallelism int `json:"parallelism,omitempty"`
-	// BindTimeout bounds the annotation patch and the Binding.
+	// BindTimeout bounds the Binding, which carries the decision.
 	BindTimeout v1.Duration `json:"bindTimeout,omitempty"`
 	// ClientQPS and ClientBurst are the API client's rate limits.
 	ClientQPS   float32 `json:"clientQPS,omitempty"`

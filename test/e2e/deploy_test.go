@@ -529,7 +529,6 @@ func TestDeployRBAC(t *testing.T) {
 		{verb: "get", resource: "pods", ns: "team-a", allowed: true},
 		{verb: "list", resource: "pods", allowed: true},
 		{verb: "watch", resource: "pods", allowed: true},
-		{verb: "patch", resource: "pods", ns: "team-a", allowed: true},
 		{verb: "create", resource: "pods", sub: "binding", ns: "team-a", allowed: true},
 		{verb: "list", resource: "nodes", allowed: true},
 		{verb: "watch", resource: "nodes", allowed: true},
@@ -538,6 +537,7 @@ func TestDeployRBAC(t *testing.T) {
 		{verb: "update", group: "coordination.k8s.io", resource: "leases", ns: ns, name: sched, allowed: true},
 		{verb: "get", resource: "configmaps", ns: "kube-system", name: "extension-apiserver-authentication", allowed: true},
 		// not needed, not granted
+		{verb: "patch", resource: "pods", ns: "team-a"},
 		{verb: "patch", resource: "nodes"},
 		{verb: "update", group: "coordination.k8s.io", resource: "leases", ns: ns, name: "someone-else"},
 		{verb: "get", resource: "secrets", ns: ns},
