@@ -40,7 +40,8 @@ const Fill Name = "fill"
 
 // Fill's constants, each with what the simulator measured (cmd/gpupack-sim,
 // fill with the workload it has seen, the openb workloads named; figures
-// are the unallocated GPU % at 100% / 130% arrived; sim/README.md).
+// are the unallocated GPU % at 100% / 130% arrived; sim/README.md). Those
+// of fillBest, fillCommon and fgdShare were measured before fillOpen.
 const (
 	// fillBest is β in unfillable: how much of the unfillable GPU is what
 	// the best-filling common shape leaves (B), the rest the shapes'
