@@ -11,6 +11,7 @@ package cluster
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -19,6 +20,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -68,6 +70,13 @@ func CacheDir() string {
 // (every run: seconds, they change with the checkout). realNodes adds what
 // real nodes run. Progress goes to out.
 func EnsureBinaries(ctx context.Context, ours string, realNodes bool, out io.Writer) (Binaries, error) {
+	return ensureBinaries(ctx, ours, realNodes, realNodes, out)
+}
+
+// ensureBinaries is EnsureBinaries; nodeComponents adds the Kubernetes
+// components real nodes run (kube-controller-manager, kubelet, kube-proxy)
+// without the rest of what real nodes need, to have them in the cache.
+func ensureBinaries(ctx context.Context, ours string, realNodes, nodeComponents bool, out io.Writer) (Binaries, error) {
 	cp := filepath.Join(CacheDir(), "controlplane-"+KubernetesVersion+"-etcd-"+EtcdVersion)
 	b := Binaries{
 		Etcd: filepath.Join(cp, "etcd"), APIServer: filepath.Join(cp, "kube-apiserver"), Scheduler: filepath.Join(cp, "kube-scheduler"),
@@ -79,7 +88,7 @@ func EnsureBinaries(ctx context.Context, ours string, realNodes bool, out io.Wri
 	mod := moduleDir()
 	ldflags := fmt.Sprintf("-s -w -X k8s.io/component-base/version.gitVersion=%s -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=%s",
 		KubernetesVersion, strings.Split(KubernetesVersion, ".")[1])
-	// Ours are built as deploy/docker's Dockerfiles build them.
+	// Ours are linked as deploy/docker's Dockerfiles link them.
 	ourFlags := "-s -w -X github.com/gpupack/gpupack/internal/version.Version=" + ImageTag
 	builds := []build{
 		{"kube-apiserver " + KubernetesVersion, mod, "k8s.io/kubernetes/cmd/kube-apiserver", b.APIServer, ldflags, true, true},
@@ -89,21 +98,28 @@ func EnsureBinaries(ctx context.Context, ours string, realNodes bool, out io.Wri
 		{"gpupack-train", mod, "github.com/gpupack/gpupack/cmd/gpupack-train", b.Train, ourFlags, false, true},
 		{"kubectl-inspect-gpushare", mod, "github.com/gpupack/gpupack/cmd/kubectl-inspect-gpushare", b.Inspect, ourFlags, false, false},
 	}
-	if realNodes {
+	if realNodes || nodeComponents {
 		builds = append(builds,
 			build{"kube-controller-manager " + KubernetesVersion, mod, "k8s.io/kubernetes/cmd/kube-controller-manager", b.ControllerManager, ldflags, true, true},
 			build{"kubelet " + KubernetesVersion, mod, "k8s.io/kubernetes/cmd/kubelet", b.Kubelet, ldflags, true, true},
 			build{"kube-proxy " + KubernetesVersion, mod, "k8s.io/kubernetes/cmd/kube-proxy", b.Proxy, ldflags, true, true},
+		)
+	}
+	if realNodes {
+		builds = append(builds,
 			build{"gpupack-device-plugin", mod, "github.com/gpupack/gpupack/cmd/gpupack-device-plugin", b.DevicePlugin, ourFlags, false, true},
 			build{"pause", mod, "github.com/gpupack/gpupack/test/cmd/pause", b.Pause, "-s -w", false, false},
 		)
 	}
 	// What is missing is built by one go build per module and settings, so
-	// that the programs' own packages and links overlap. The Kubernetes
-	// components are built with the settings go vet and the tests compile
-	// their packages with (cgo as the machine has it, no -trimpath), so
-	// that they reuse those packages from the build cache; ours as their
-	// Dockerfiles build them (-trimpath, cgo only for go-nvml).
+	// that the programs' own packages and links overlap. Everything is
+	// built with the settings make verify and go vet compile the same
+	// packages with (no -trimpath; cgo as the machine has it, and for ours
+	// only where their Dockerfiles use it: go-nvml), so that a cold run
+	// compiles each package once per setting, not once more for these
+	// builds: on 2 cores each extra setting is about two minutes of
+	// client-go and its kin. -trimpath changes only the file names in a
+	// binary, which no test reads.
 	type group struct {
 		dir, ldflags string
 		cgo, cached  bool
@@ -123,13 +139,34 @@ func EnsureBinaries(ctx context.Context, ours string, realNodes bool, out io.Wri
 		}
 		todo[g] = append(todo[g], bd)
 	}
-	for _, g := range order {
-		if err := goBuild(ctx, g.dir, g.ldflags, g.cgo, !g.cached, todo[g], out); err != nil {
-			return b, err
-		}
+	// The groups are built at once: each go build has stretches where it
+	// leaves a core idle (linking, the long compiles that everything else
+	// waits on), which another fills.
+	var (
+		mu   sync.Mutex
+		errs = make([]error, len(order))
+		wg   sync.WaitGroup
+	)
+	progress := writerFunc(func(p []byte) (int, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		return out.Write(p)
+	})
+	for i, g := range order {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = goBuild(ctx, g.dir, g.ldflags, g.cgo, todo[g], progress)
+		}()
 	}
-	return b, nil
+	wg.Wait()
+	return b, errors.Join(errs...)
 }
+
+// writerFunc is an io.Writer of a func.
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
 
 // build is a program to build: what it is, the module folder it is built
 // in, its package, where it goes, its link flags; cached programs are
@@ -141,7 +178,7 @@ type build struct {
 
 // goBuild builds the programs, all in one module with the same settings,
 // in one go build, then moves each where it goes.
-func goBuild(ctx context.Context, dir, ldflags string, cgo, trimpath bool, bs []build, out io.Writer) error {
+func goBuild(ctx context.Context, dir, ldflags string, cgo bool, bs []build, out io.Writer) error {
 	start := time.Now()
 	if err := os.MkdirAll(filepath.Dir(bs[0].to), 0o755); err != nil {
 		return err
@@ -152,9 +189,6 @@ func goBuild(ctx context.Context, dir, ldflags string, cgo, trimpath bool, bs []
 	}
 	defer os.RemoveAll(tmp)
 	args := []string{"build", "-ldflags", ldflags, "-o"}
-	if trimpath {
-		args = append([]string{"build", "-trimpath"}, args[1:]...)
-	}
 	if len(bs) == 1 {
 		args = append(args, filepath.Join(tmp, filepath.Base(bs[0].to)), bs[0].pkg)
 	} else {

@@ -48,6 +48,13 @@ type Options struct {
 	// extender too, for pods that ask for GPU resources: extenders are not
 	// a profile's.)
 	PlainScheduler bool
+	// BuildNodeComponents builds the Kubernetes components real nodes run
+	// (kubelet, kube-proxy, kube-controller-manager) into the cache with
+	// the control plane's, when this machine can run real nodes, though
+	// this cluster has none: a later cluster with real nodes finds them
+	// there, and one go build of all five overlaps their packages and
+	// links, while our own binaries build beside them.
+	BuildNodeComponents bool
 	// Out gets progress (build, start-up).
 	Out io.Writer
 }
@@ -108,7 +115,8 @@ func Up(ctx context.Context, opts Options) (*Cluster, error) {
 		}
 	}
 	start := time.Now()
-	bins, err := EnsureBinaries(ctx, filepath.Join(opts.Dir, "bin"), real, opts.Out)
+	nodeComponents := real || opts.BuildNodeComponents && CanRunRealNodes() == nil
+	bins, err := ensureBinaries(ctx, filepath.Join(opts.Dir, "bin"), real, nodeComponents, opts.Out)
 	if err != nil {
 		return nil, err
 	}
@@ -263,6 +271,30 @@ func (c *Cluster) ExtenderMetricsURL() string { return c.ext.metricsURL() }
 // /proc (a cluster without InClusterScheduler; it changes when
 // StartExtender starts it again).
 func (c *Cluster) ExtenderPID() int { return c.ext.proc.cmd.Process.Pid }
+
+// Processes are the PIDs of the processes the cluster runs on the host
+// by name (etcd, kube-apiserver, the schedulers, the extender, and
+// kube-controller-manager with real nodes), e.g. to read in /proc what each
+// spends.
+func (c *Cluster) Processes() map[string]int {
+	pids := map[string]int{}
+	for _, p := range []*process{c.sched, c.plain} {
+		if p != nil {
+			pids[p.name] = p.cmd.Process.Pid
+		}
+	}
+	if c.ext != nil {
+		pids[c.ext.proc.name] = c.ext.proc.cmd.Process.Pid
+	}
+	if c.cp != nil {
+		for _, p := range []*process{c.cp.etcd, c.cp.apiserver, c.cp.controller} {
+			if p != nil {
+				pids[p.name] = p.cmd.Process.Pid
+			}
+		}
+	}
+	return pids
+}
 
 // InspectURL is the extender process's per-node, per-card view (a cluster
 // without InClusterScheduler).

@@ -49,7 +49,8 @@ func run(m *testing.M) int {
 	defer klog.Flush()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	c, err := cluster.Up(ctx, cluster.Options{Dir: dir, Nodes: nodes, Out: os.Stderr, Policy: "binpack"})
+	// The real node's package (realnode) runs next, as make e2e runs them.
+	c, err := cluster.Up(ctx, cluster.Options{Dir: dir, Nodes: nodes, Out: os.Stderr, Policy: "binpack", BuildNodeComponents: true})
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "bringing the local cluster up: %v\n(logs in %s)\n", err, dir)
 		return 1
