@@ -4,6 +4,7 @@ import (
 	"fmt"
 
 	"github.com/spf13/pflag"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	logsapi "k8s.io/component-base/logs/api/v1"
@@ -12,19 +13,24 @@ import (
 )
 
 // RestConfig loads a kubeconfig, or the in-cluster config when the path is
-// empty.
+// empty, and talks protobuf, as the control plane's own components do: our
+// clients read and write only built-in kinds. Against JSON it spares the
+// API server a second encoding of every watch event (the schedulers take
+// protobuf) and the client most of its decoding. (Under make throughput at
+// 1,000 nodes the change was within one run's noise: the extender's CPU
+// per pod is mostly its filter and prioritize, not its watches.)
 func RestConfig(kubeconfig string) (*rest.Config, error) {
+	var rc *rest.Config
+	var err error
 	if kubeconfig == "" {
-		rc, err := rest.InClusterConfig()
-		if err != nil {
+		if rc, err = rest.InClusterConfig(); err != nil {
 			return nil, fmt.Errorf("no --kubeconfig given and not running in a cluster: %w", err)
 		}
-		return rc, nil
-	}
-	rc, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
-	if err != nil {
+	} else if rc, err = clientcmd.BuildConfigFromFlags("", kubeconfig); err != nil {
 		return nil, fmt.Errorf("loading kubeconfig %s: %w", kubeconfig, err)
 	}
+	rc.ContentType = runtime.ContentTypeProtobuf
+	rc.AcceptContentTypes = runtime.ContentTypeProtobuf + "," + runtime.ContentTypeJSON
 	return rc, nil
 }
 

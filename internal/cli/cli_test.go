@@ -3,6 +3,8 @@ package cli
 import (
 	"bytes"
 	"encoding/json"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -61,5 +63,38 @@ func TestLogging(t *testing.T) {
 				t.Errorf("no ts in %s", line)
 			}
 		})
+	}
+}
+
+func TestRestConfigTalksProtobuf(t *testing.T) {
+	kubeconfig := filepath.Join(t.TempDir(), "kubeconfig")
+	const cfg = `apiVersion: v1
+kind: Config
+clusters:
+- name: c
+  cluster: {server: "https://127.0.0.1:6443"}
+users:
+- name: u
+  user: {token: t}
+contexts:
+- name: x
+  context: {cluster: c, user: u}
+current-context: x
+`
+	if err := os.WriteFile(kubeconfig, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	rc, err := RestConfig(kubeconfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rc.Host != "https://127.0.0.1:6443" {
+		t.Errorf("Host = %q", rc.Host)
+	}
+	if rc.ContentType != "application/vnd.kubernetes.protobuf" || rc.AcceptContentTypes != "application/vnd.kubernetes.protobuf,application/json" {
+		t.Errorf("ContentType %q, AcceptContentTypes %q: want protobuf, JSON accepted", rc.ContentType, rc.AcceptContentTypes)
+	}
+	if _, err := RestConfig(filepath.Join(t.TempDir(), "missing")); err == nil {
+		t.Error("a missing kubeconfig: no error")
 	}
 }

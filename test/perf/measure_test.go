@@ -4,6 +4,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -129,5 +130,37 @@ func TestVerbTimer(t *testing.T) {
 	}
 	if diff := cmp.Diff(map[string]int{"filter": 2, "prioritize": 2, "bind": 1}, got); diff != "" {
 		t.Errorf("calls timed (-want +got):\n%s", diff)
+	}
+}
+
+func TestCPUPerPod(t *testing.T) {
+	before := map[string]float64{"kube-apiserver": 10, "gpupack-extender": 2, "etcd": 1}
+	after := map[string]float64{"kube-apiserver": 14, "gpupack-extender": 3, "etcd": 1.5}
+	got := cpuPerPod(before, after, 1000)
+	want := cpuSpent{"kube-apiserver": 4, "gpupack-extender": 1, "etcd": 0.5}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Fatalf("cpuPerPod (-want +got):\n%s", diff)
+	}
+	if got.total() != 5.5 {
+		t.Fatalf("total = %v, want 5.5", got.total())
+	}
+	if s, want := got.String(), "kube-apiserver 4.00 ms, gpupack-extender 1.00 ms, etcd 0.50 ms, all 5.50 ms"; s != want {
+		t.Fatalf("String() = %q, want %q", s, want)
+	}
+}
+
+func TestCPUTimesOfThisProcess(t *testing.T) {
+	if _, err := os.Stat("/proc/self/stat"); err != nil {
+		t.Skip("no /proc here")
+	}
+	got, err := cpuTimes(map[string]int{"me": os.Getpid()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got["me"] <= 0 {
+		t.Fatalf("this process has spent %v s of CPU, want more than 0", got["me"])
+	}
+	if _, err := cpuTimes(map[string]int{"gone": -1}); err == nil {
+		t.Fatal("cpuTimes of process -1: no error")
 	}
 }

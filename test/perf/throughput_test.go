@@ -11,15 +11,20 @@
 package perf
 
 import (
+	"cmp"
 	"context"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"os"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/prometheus/procfs"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -51,8 +56,11 @@ const stallLimit = 5 * time.Minute
 // bind latencies as kube-scheduler sees them (timed by a reverse proxy
 // between the two, from the request's headers in to its last byte out;
 // GPUPACK_THROUGHPUT_PROXY=false leaves the proxy out, to see what its hop
-// costs), beside the extender's own request-duration histogram; and the
-// extender's resident memory.
+// costs), beside the extender's own request-duration histogram; the CPU
+// each process (kube-apiserver, etcd, the schedulers, the extender, the
+// benchmark itself) spends per pod in each run, which on a machine whose
+// cores they all share is what the ratio comes from; and the extender's
+// resident memory.
 func BenchmarkThroughput(b *testing.B) {
 	sz, err := sizeFromEnv(os.Getenv)
 	if err != nil {
@@ -97,6 +105,10 @@ func BenchmarkThroughput(b *testing.B) {
 	}
 	b.Logf("extender with %d nodes and no pods: %s", sz.nodes, idle)
 
+	// What each process spends per pod: the extender's own cost, and what
+	// it adds to kube-scheduler's and kube-apiserver's, on the same cores.
+	pids := c.Processes()
+	pids["benchmark"] = os.Getpid()
 	var rates [2]float64
 	var busy memory
 	var served map[string]quantiles
@@ -105,13 +117,31 @@ func BenchmarkThroughput(b *testing.B) {
 		if _, err := client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
 			b.Fatal(err)
 		}
+		before, err := cpuTimes(pids)
+		if err != nil {
+			b.Fatal(err)
+		}
 		r, err := schedule(ctx, client, ns, sched, sz)
 		if err != nil {
 			b.Fatalf("%s: %v (logs in %s)", sched, err, dir)
 		}
+		after, err := cpuTimes(pids)
+		if err != nil {
+			b.Fatal(err)
+		}
 		rates[i] = float64(sz.pods) / r.bound.Seconds()
 		b.Logf("%s: %d pods created in %s, all bound on %d nodes in %s: %.1f pods/s",
 			sched, sz.pods, r.created.Round(time.Millisecond), sz.nodes, r.bound.Round(time.Millisecond), rates[i])
+		spent := cpuPerPod(before, after, sz.pods)
+		b.Logf("%s: CPU per pod, by process: %s", sched, spent)
+		run, scheduler := "gpupack", "kube-scheduler"
+		if sched == cluster.PlainSchedulerName {
+			run, scheduler = "default", "kube-scheduler-plain"
+		} else {
+			b.ReportMetric(spent["gpupack-extender"], "extender-cpu-ms/pod")
+		}
+		b.ReportMetric(spent.total(), run+"-cpu-ms/pod")
+		b.ReportMetric(spent[scheduler], run+"-scheduler-cpu-ms/pod")
 		if sched == cluster.SchedulerName {
 			// Memory first: the scrape below makes the extender gather
 			// every card's series.
@@ -357,6 +387,56 @@ func parallel(n, workers int, fn func(i int) error) error {
 	close(next)
 	wg.Wait()
 	return first
+}
+
+// cpuTimes reads the CPU time (user and system) each process has spent
+// so far, in seconds.
+func cpuTimes(pids map[string]int) (map[string]float64, error) {
+	t := map[string]float64{}
+	for name, pid := range pids {
+		p, err := procfs.NewProc(pid)
+		if err != nil {
+			return nil, fmt.Errorf("%s (process %d): %w", name, pid, err)
+		}
+		st, err := p.Stat()
+		if err != nil {
+			return nil, fmt.Errorf("%s (process %d): %w", name, pid, err)
+		}
+		t[name] = st.CPUTime()
+	}
+	return t, nil
+}
+
+// cpuSpent is CPU milliseconds per pod, by process.
+type cpuSpent map[string]float64
+
+// cpuPerPod is what each process spent between two readings, per pod.
+func cpuPerPod(before, after map[string]float64, pods int) cpuSpent {
+	s := cpuSpent{}
+	for name, t := range after {
+		s[name] = (t - before[name]) * 1000 / float64(pods)
+	}
+	return s
+}
+
+func (s cpuSpent) total() float64 {
+	var t float64
+	for _, v := range s {
+		t += v
+	}
+	return t
+}
+
+// String lists the processes, the costliest first, and the total.
+func (s cpuSpent) String() string {
+	names := slices.Collect(maps.Keys(s))
+	slices.SortFunc(names, func(a, b string) int { return cmp.Compare(s[b], s[a]) })
+	var b strings.Builder
+	for _, n := range names {
+		fmt.Fprintf(&b, "%s %.2f ms, ", n, s[n])
+	}
+	fmt.Fprintf(&b, "all %.2f ms", s.total())
+	return b.String()
 }
 
 func ms(d time.Duration) string { return fmt.Sprintf("%.2fms", d.Seconds()*1000) }
