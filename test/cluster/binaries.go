@@ -153,11 +153,7 @@ func ensureBinaries(ctx context.Context, ours string, realNodes, nodeComponents 
 		return out.Write(p)
 	})
 	for i, g := range order {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			errs[i] = goBuild(ctx, g.dir, g.ldflags, g.cgo, todo[g], progress)
-		}()
+		wg.Go(func() { errs[i] = goBuild(ctx, g.dir, g.ldflags, g.cgo, todo[g], progress) })
 	}
 	wg.Wait()
 	return b, errors.Join(errs...)
