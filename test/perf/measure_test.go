@@ -147,6 +147,9 @@ func TestCPUPerPod(t *testing.T) {
 	if s, want := got.String(), "kube-apiserver 4.00 ms, gpupack-extender 1.00 ms, etcd 0.50 ms, all 5.50 ms"; s != want {
 		t.Fatalf("String() = %q, want %q", s, want)
 	}
+	if s, want := (cpuSpent{"b": 1, "c": 1, "a": 1}).String(), "a 1.00 ms, b 1.00 ms, c 1.00 ms, all 3.00 ms"; s != want {
+		t.Fatalf("String() of a tie = %q, want %q", s, want)
+	}
 }
 
 func TestCPUTimesOfThisProcess(t *testing.T) {
