@@ -2,6 +2,7 @@ package deviceplugin
 
 import (
 	"context"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -120,7 +121,15 @@ func newHarnessWith(t *testing.T, preset string, mod func(*Options), podList ...
 		<-watched
 		ksrv.Stop()
 	})
-	waitFor(t, func() bool { _, err := os.Stat(filepath.Join(dir, SocketName)); return err == nil })
+	// The socket's file appears at bind, before listen: wait until it
+	// accepts, or the first call may be refused.
+	waitFor(t, func() bool {
+		c, err := net.Dial("unix", filepath.Join(dir, SocketName))
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	})
 	if err := h.plugin.Register(ctx); err != nil {
 		t.Fatal(err)
 	}
