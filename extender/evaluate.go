@@ -51,6 +51,15 @@ func (ev *evaluation) result(node string) (*nodeResult, bool) {
 	return ev.results[i], true
 }
 
+// subset is the evaluation of the nodes at positions at only (increasing).
+func (ev *evaluation) subset(at []int) *evaluation {
+	sub := &evaluation{gen: ev.gen, at: ev.at, names: make([]string, len(at)), results: make([]*nodeResult, len(at))}
+	for j, i := range at {
+		sub.names[j], sub.results[j] = ev.names[i], ev.results[i]
+	}
+	return sub
+}
+
 // sameNodes reports whether the evaluation judged exactly these nodes.
 func (ev *evaluation) sameNodes(names []string) bool {
 	return slices.Equal(names, ev.names)

@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
+	"math/rand/v2"
+	"slices"
 	"sort"
 
 	corev1 "k8s.io/api/core/v1"
@@ -12,6 +15,7 @@ import (
 
 	"github.com/gpupack/gpupack/contract"
 	"github.com/gpupack/gpupack/extender/cache"
+	"github.com/gpupack/gpupack/extender/config"
 	"github.com/gpupack/gpupack/extender/policy"
 )
 
@@ -66,11 +70,10 @@ func (s *Server) Filter(ctx context.Context, args *extenderv1.ExtenderArgs) (*ex
 			res.FailedAndUnresolvableNodes[n] = msg
 		}
 		s.metrics.rejections.WithLabelValues("bad_request").Add(float64(len(names)))
-		return keep(args, res, 0, func(int) bool { return false }), nil
+		return keep(args, res, nil), nil
 	}
 	ev := s.evaluate(ctx, req, names)
-	s.memo.put(args.Pod.UID, ev)
-	fit := 0
+	var fit []int // positions of the nodes where the pod fits
 	rejected := map[string]int{}
 	for i, n := range names {
 		r := ev.results[i]
@@ -86,20 +89,52 @@ func (s *Server) Filter(ctx context.Context, args *extenderv1.ExtenderArgs) (*ex
 			}
 			rejected[reasonLabel(r.unfit)]++
 		default:
-			fit++
+			fit = append(fit, i)
 		}
 	}
 	for reason, count := range rejected {
 		s.metrics.rejections.WithLabelValues(reason).Add(float64(count))
 	}
-	log.V(4).Info("Filtered", "nodes", len(names), "fit", fit)
-	if fit > 0 && fit == len(names) {
+	if s.cfg.FilterKeeps == config.FilterKeepsBest && len(fit) > 0 {
+		// The other fitting nodes are left out of the answer, not failed:
+		// the pod is scheduled on one of these.
+		best := bestOf(ev, fit, config.MaxBestNodes)
+		log.V(4).Info("Filtered", "nodes", len(names), "fit", len(fit), "best", len(best))
+		ev = ev.subset(best)
+		s.memo.put(args.Pod.UID, ev)
+		return keep(args, res, best), nil
+	}
+	s.memo.put(args.Pod.UID, ev)
+	log.V(4).Info("Filtered", "nodes", len(names), "fit", len(fit))
+	if len(fit) > 0 && len(fit) == len(names) {
 		// Every node fits: the answer is the request's list as it came
 		// (no copy of thousands of names; an empty list is answered as
 		// keep answers it, never null).
 		return passAll(args, res), nil
 	}
-	return keep(args, res, fit, func(i int) bool { return ev.results[i].fits() }), nil
+	return keep(args, res, fit), nil
+}
+
+// bestOf returns, in increasing order, the positions among fit (positions
+// in ev, increasing) whose score ties the highest: a uniform sample of
+// at most n of them when there are more.
+func bestOf(ev *evaluation, fit []int, n int) []int {
+	var best []int
+	top := math.Inf(-1)
+	for _, i := range fit {
+		switch sc := ev.results[i].decision.Score; {
+		case sc > top:
+			top, best = sc, append(best[:0], i)
+		case sc == top:
+			best = append(best, i)
+		}
+	}
+	if len(best) > n {
+		rand.Shuffle(len(best), func(a, b int) { best[a], best[b] = best[b], best[a] })
+		best = best[:n]
+		slices.Sort(best)
+	}
+	return best
 }
 
 func passAll(args *extenderv1.ExtenderArgs, res *extenderv1.ExtenderFilterResult) *extenderv1.ExtenderFilterResult {
@@ -107,24 +142,20 @@ func passAll(args *extenderv1.ExtenderArgs, res *extenderv1.ExtenderFilterResult
 	return res
 }
 
-// keep answers in the mode of the request with the nodes at the positions
-// where fit holds, in the request's order; fits is how many there are.
-func keep(args *extenderv1.ExtenderArgs, res *extenderv1.ExtenderFilterResult, fits int, fit func(i int) bool) *extenderv1.ExtenderFilterResult {
+// keep answers in the mode of the request with the nodes at positions at
+// (increasing), in the request's order.
+func keep(args *extenderv1.ExtenderArgs, res *extenderv1.ExtenderFilterResult, at []int) *extenderv1.ExtenderFilterResult {
 	if args.NodeNames != nil {
-		names := make([]string, 0, fits)
-		for i, n := range *args.NodeNames {
-			if fit(i) {
-				names = append(names, n)
-			}
+		names := make([]string, len(at))
+		for j, i := range at {
+			names[j] = (*args.NodeNames)[i]
 		}
 		res.NodeNames = &names
 		return res
 	}
-	list := &corev1.NodeList{Items: make([]corev1.Node, 0, fits)}
-	for i := range args.Nodes.Items {
-		if fit(i) {
-			list.Items = append(list.Items, args.Nodes.Items[i])
-		}
+	list := &corev1.NodeList{Items: make([]corev1.Node, len(at))}
+	for j, i := range at {
+		list.Items[j] = args.Nodes.Items[i]
 	}
 	res.Nodes = list
 	return res

@@ -2,7 +2,11 @@ package extender
 
 import (
 	"encoding/json"
+	"fmt"
+	"maps"
+	"math/rand/v2"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 
@@ -12,6 +16,7 @@ import (
 	extenderv1 "k8s.io/kube-scheduler/extender/v1"
 
 	"github.com/gpupack/gpupack/contract"
+	"github.com/gpupack/gpupack/extender/config"
 	"github.com/gpupack/gpupack/internal/fixture"
 )
 
@@ -194,5 +199,112 @@ func TestRandomDrawsPerPod(t *testing.T) {
 	// altogether has odds of 8 * (7/8)^80, about 2e-4).
 	if len(won) != len(nodes) {
 		t.Errorf("top nodes over 80 pods: %v, want all %d nodes", won, len(nodes))
+	}
+}
+
+// TestFilterKeepsBest: under filterKeeps: best, filter answers exactly the
+// nodes prioritize would score highest under filterKeeps: fitting (a
+// uniform sample of at most config.MaxBestNodes when more tie), still says
+// why the others fail, and prioritize and bind go on from that answer.
+func TestFilterKeepsBest(t *testing.T) {
+	best := &config.Config{Policy: "binpack", FilterKeeps: config.FilterKeepsBest}
+	t.Run("the best node, and why the others fail", func(t *testing.T) {
+		e := newEnvWith(t, best, cluster()...)
+		pod := e.create(fixture.MakePod().Name("a").GPUMem(4).Obj())
+		var res extenderv1.ExtenderFilterResult
+		if code := e.post(filterPath, extenderv1.ExtenderArgs{Pod: pod, NodeNames: names("n1", "n2", "n3", "n4", "ghost")}, &res); code != http.StatusOK {
+			t.Fatalf("status %d", code)
+		}
+		// Free after 4 GiB: n1 2, n2 and n4 28 (binpack: n1 alone is best).
+		if diff := cmp.Diff([]string{"n1"}, *res.NodeNames); diff != "" {
+			t.Errorf("nodes (-want +got):\n%s", diff)
+		}
+		if got := slices.Sorted(maps.Keys(res.FailedNodes)); !slices.Equal(got, []string{"ghost", "n3"}) {
+			t.Errorf("failed nodes %v, want ghost and n3", got)
+		}
+		var prio extenderv1.HostPriorityList
+		e.post(prioritizePath, extenderv1.ExtenderArgs{Pod: pod, NodeNames: res.NodeNames}, &prio)
+		if diff := cmp.Diff(extenderv1.HostPriorityList{{Host: "n1", Score: 10}}, prio); diff != "" {
+			t.Errorf("prioritize (-want +got):\n%s", diff)
+		}
+		if code := e.post(bindPath, extenderv1.ExtenderBindingArgs{PodName: "a", PodNamespace: pod.Namespace, PodUID: pod.UID, Node: "n1"}, nil); code != http.StatusOK {
+			t.Fatalf("bind: status %d", code)
+		}
+		if got := e.pod(pod.Namespace, "a").Spec.NodeName; got != "n1" {
+			t.Errorf("bound to %q", got)
+		}
+	})
+	t.Run("full node list mode", func(t *testing.T) {
+		e := newEnvWith(t, best, cluster()...)
+		list := &corev1.NodeList{Items: []corev1.Node{*fixture.MakeNode("n1").Obj(), *fixture.MakeNode("n2").Obj(), *fixture.MakeNode("n4").Obj()}}
+		var res extenderv1.ExtenderFilterResult
+		e.post(filterPath, extenderv1.ExtenderArgs{Pod: fixture.MakePod().Name("f").GPUMem(4).Obj(), Nodes: list}, &res)
+		if res.NodeNames != nil || res.Nodes == nil || len(res.Nodes.Items) != 1 || res.Nodes.Items[0].Name != "n1" {
+			t.Errorf("got %+v", res)
+		}
+	})
+	t.Run("a uniform sample of many ties", func(t *testing.T) {
+		var objs []runtime.Object
+		var all []string
+		for i := range 40 {
+			n := fmt.Sprintf("n%02d", i)
+			objs = append(objs, fixture.MakeNode(n).Cards("Tesla T4", fixture.GiB(16)).Obj())
+			all = append(all, n)
+		}
+		e := newEnvWith(t, best, objs...)
+		seen := map[string]bool{}
+		for i := range 20 {
+			var res extenderv1.ExtenderFilterResult
+			e.post(filterPath, extenderv1.ExtenderArgs{Pod: fixture.MakePod().Name(fmt.Sprint("p", i)).GPUMem(4).Obj(), NodeNames: &all}, &res)
+			got := *res.NodeNames
+			if len(got) != config.MaxBestNodes || !slices.IsSorted(got) || len(slices.Compact(slices.Clone(got))) != len(got) {
+				t.Fatalf("answer %v: want %d distinct nodes in the request's order", got, config.MaxBestNodes)
+			}
+			for _, n := range got {
+				seen[n] = true
+			}
+		}
+		// 20 samples of 16 of 40: a node left out of all has odds of
+		// 40 * (24/40)^20, about 1.5e-3.
+		if len(seen) != len(all) {
+			t.Errorf("%d of %d tied nodes ever answered", len(seen), len(all))
+		}
+	})
+	for _, pol := range []string{"binpack", "fill"} {
+		t.Run("the nodes prioritize scores highest under "+pol, func(t *testing.T) {
+			rng := rand.New(rand.NewPCG(42, 0))
+			for round := range 5 {
+				var objs []runtime.Object
+				var all []string
+				for i := range 12 {
+					n := fmt.Sprintf("n%02d", i)
+					objs = append(objs, fixture.MakeNode(n).Cards("Tesla T4", fixture.GiB(16), fixture.GiB(16)).Obj())
+					all = append(all, n)
+					for c := range 2 {
+						if held := rng.IntN(17); held > 0 {
+							objs = append(objs, fixture.MakePod().Name(fmt.Sprintf("held-%s-%d", n, c)).Node(n).GPUMem(int64(held)).
+								Annotation(contract.AnnotationAllocation, fmt.Sprintf(`{"0":{"%d":%d}}`, c, held)).Obj())
+						}
+					}
+				}
+				pod := fixture.MakePod().Name(fmt.Sprint("p", round)).GPUMem(int64(1 + rng.IntN(8))).Obj()
+				var prio extenderv1.HostPriorityList
+				newEnvWith(t, &config.Config{Policy: pol}, objs...).post(prioritizePath, extenderv1.ExtenderArgs{Pod: pod, NodeNames: &all}, &prio)
+				var top []string
+				for _, h := range prio {
+					if h.Score == extenderv1.MaxExtenderPriority {
+						top = append(top, h.Host)
+					}
+				}
+				var res extenderv1.ExtenderFilterResult
+				newEnvWith(t, &config.Config{Policy: pol, FilterKeeps: config.FilterKeepsBest}, objs...).post(filterPath, extenderv1.ExtenderArgs{Pod: pod, NodeNames: &all}, &res)
+				if len(top) == 0 || len(top) > config.MaxBestNodes {
+					t.Fatalf("round %d: %d top nodes: the case tests nothing", round, len(top))
+				}
+				if diff := cmp.Diff(top, *res.NodeNames); diff != "" {
+					t.Errorf("round %d: filter's answer against prioritize's top (-prioritize +filter):\n%s", round, diff)
+				}
+			}
+		})
 	}
 }

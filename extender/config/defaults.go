@@ -39,6 +39,9 @@ func SetDefaults(c *Config) {
 	if c.WorkloadCoverage == 0 {
 		c.WorkloadCoverage, c.DeprecatedFGDCoverage = c.DeprecatedFGDCoverage, 0
 	}
+	if c.FilterKeeps == "" {
+		c.FilterKeeps = FilterKeepsFitting
+	}
 	if c.Parallelism == 0 {
 		c.Parallelism = DefaultParallelism
 	}

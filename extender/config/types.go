@@ -37,6 +37,18 @@ type Config struct {
 	// DeprecatedFGDCoverage is workloadCoverage's former name, read for
 	// configuration files written before; SetDefaults moves it over.
 	DeprecatedFGDCoverage float64 `json:"fgdCoverage,omitempty"`
+	// FilterKeeps is which nodes filter answers for a GPU pod: "fitting"
+	// (the default; every node where the pod fits, as gpushare's extender
+	// answers) or "best" (only the nodes where the policy places the pod
+	// best: those whose score ties the highest, a uniform sample of at most
+	// MaxBestNodes of them). Where kube-scheduler's profile scores with the
+	// extender alone, "best" leads to the same choices, since kube-scheduler
+	// picks uniformly among the nodes of the highest score, and spares
+	// kube-scheduler and the extender the encoding of every fitting node's
+	// name three more times for each pod. Where the profile's own score
+	// plugins also rank nodes, "best" leaves them to break the policy's
+	// ties only.
+	FilterKeeps FilterKeeps `json:"filterKeeps,omitempty"`
 	// Parallelism is how many goroutines evaluate nodes for one pod.
 	Parallelism int `json:"parallelism,omitempty"`
 	// BindTimeout bounds the Binding, which carries the decision.
@@ -61,3 +73,17 @@ type TLS struct {
 
 // BindTimeoutDuration is BindTimeout as a time.Duration.
 func (c *Config) BindTimeoutDuration() time.Duration { return c.BindTimeout.Duration }
+
+// FilterKeeps is which nodes filter answers: see Config.FilterKeeps.
+type FilterKeeps string
+
+// The values of FilterKeeps.
+const (
+	FilterKeepsFitting FilterKeeps = "fitting"
+	FilterKeepsBest    FilterKeeps = "best"
+)
+
+// MaxBestNodes bounds the nodes filter answers under FilterKeepsBest: a
+// uniform sample of the tied nodes leaves kube-scheduler's uniform choice
+// among them uniform over all of them.
+const MaxBestNodes = 16

@@ -37,6 +37,9 @@ func Validate(c *Config) field.ErrorList {
 	if c.DeprecatedFGDCoverage != 0 {
 		errs = append(errs, field.Forbidden(field.NewPath("fgdCoverage"), "is workloadCoverage's former name: set workloadCoverage only"))
 	}
+	if c.FilterKeeps != FilterKeepsFitting && c.FilterKeeps != FilterKeepsBest {
+		errs = append(errs, field.NotSupported(field.NewPath("filterKeeps"), c.FilterKeeps, []FilterKeeps{FilterKeepsFitting, FilterKeepsBest}))
+	}
 	if c.Parallelism < 1 {
 		errs = append(errs, field.Invalid(field.NewPath("parallelism"), c.Parallelism, "must be at least 1"))
 	}

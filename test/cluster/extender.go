@@ -27,7 +27,9 @@ func insecureClient() *http.Client {
 }
 
 // newExtender configures the extender: a fixed port and a signing key
-// file, so that a restarted extender trusts its earlier decisions.
+// file, so that a restarted extender trusts its earlier decisions; filter
+// answers the best nodes only, as the chart configures it for a profile
+// whose only scores are the extender's (schedulerConfig's).
 func newExtender(bin, dir, kubeconfig, policy string) (*extender, error) {
 	port, err := freePort()
 	if err != nil {
@@ -38,7 +40,7 @@ func newExtender(bin, dir, kubeconfig, policy string) (*extender, error) {
 		return nil, err
 	}
 	cfg := filepath.Join(dir, "extender.yaml")
-	body := fmt.Sprintf("port: %d\naddress: 127.0.0.1\npolicy: %s\nsigningKeyFile: %s\nclientQPS: 500\nclientBurst: 1000\n", port, policy, key)
+	body := fmt.Sprintf("port: %d\naddress: 127.0.0.1\npolicy: %s\nsigningKeyFile: %s\nclientQPS: 500\nclientBurst: 1000\nfilterKeeps: best\n", port, policy, key)
 	if err := os.WriteFile(cfg, []byte(body), 0o644); err != nil {
 		return nil, err
 	}

@@ -273,6 +273,13 @@ func checkChartConfigs(t *testing.T, objs []*unstructured.Unstructured, schedule
 	if ec.Address != "127.0.0.1" {
 		t.Errorf("extender address %q, want loopback only", ec.Address)
 	}
+	// Filter may answer the best nodes only where the extender's scores
+	// alone rank them: there the choice is the same.
+	prof := sc.Profiles[0]
+	scoresOnly := prof.Plugins != nil && slices.ContainsFunc(prof.Plugins.Score.Disabled, func(p schedconfig.Plugin) bool { return p.Name == "*" })
+	if want := map[bool]config.FilterKeeps{true: config.FilterKeepsBest, false: config.FilterKeepsFitting}[scoresOnly]; ec.FilterKeeps != want {
+		t.Errorf("the extender's filter keeps %q nodes, want %q where the profile's own scores are off: %v", ec.FilterKeeps, want, scoresOnly)
+	}
 	if want := "http://127.0.0.1:" + strconv.Itoa(ec.Port) + "/gpushare-scheduler"; ext.URLPrefix != want {
 		t.Errorf("kube-scheduler calls %s, the extender listens at %s", ext.URLPrefix, want)
 	}
