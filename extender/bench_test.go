@@ -30,7 +30,7 @@ import (
 var traceDir = filepath.Join("..", "..", "shared", "traces", "openb")
 
 // benchServer is a server over a cache filled directly, without informers.
-func benchServer(b testing.TB, pol string, unit contract.Unit) *Server {
+func benchServer(b testing.TB, pol string, unit contract.Unit, mod ...func(*config.Config)) *Server {
 	b.Helper()
 	klog.SetLogger(klog.Background().V(10)) // quiet
 	p, err := policy.Get(policy.Name(pol))
@@ -40,6 +40,9 @@ func benchServer(b testing.TB, pol string, unit contract.Unit) *Server {
 	c := cache.New(cache.Options{Unit: unit, SigningKey: testKey, Policy: p, Logger: klog.Background().V(10)})
 	client := fake.NewClientset()
 	cfg := &config.Config{Policy: pol, MemoryUnit: string(unit)}
+	for _, m := range mod {
+		m(cfg)
+	}
 	config.SetDefaults(cfg)
 	srv, err := NewServer(cfg, Deps{Client: client, Pods: informers.NewSharedInformerFactory(client, 0).Core().V1().Pods().Lister(), Cache: c, Key: testKey})
 	if err != nil {
@@ -244,9 +247,9 @@ func BenchmarkFilterPrioritize5000(b *testing.B) {
 // cluster5000 is a server over 5,000 nodes of 8 x 80 GiB cards (unit GiB),
 // about half of the cards holding a share of 1 to 80 GiB, and the nodes'
 // names.
-func cluster5000(b testing.TB, pol string) (*Server, []string) {
+func cluster5000(b testing.TB, pol string, mod ...func(*config.Config)) (*Server, []string) {
 	b.Helper()
-	srv := benchServer(b, pol, contract.GiB)
+	srv := benchServer(b, pol, contract.GiB, mod...)
 	rng := rand.New(rand.NewSource(1))
 	names := make([]string, 5000)
 	for i := range names {

@@ -11,6 +11,7 @@ import (
 	"net/http/httptest"
 	"runtime"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -22,6 +23,7 @@ import (
 	extenderv1 "k8s.io/kube-scheduler/extender/v1"
 
 	"github.com/gpupack/gpupack/contract"
+	"github.com/gpupack/gpupack/extender/config"
 	"github.com/gpupack/gpupack/internal/fixture"
 )
 
@@ -31,6 +33,9 @@ import (
 // percentageOfNodesToScore: 100), timed until the answer is read, over the
 // cluster of BenchmarkFilterPrioritize5000, in two regimes (see benchVerbs:
 // cold, every node evaluated; warm, one node changed between calls).
+//
+// binpack/best is binpack under filterKeeps: best: filter answers the best
+// nodes only, and prioritize is asked about those.
 //
 // Each iteration also sends the same request to a no-work extender
 // (noWork: it decodes the ExtenderArgs with encoding/json and passes every
@@ -42,9 +47,10 @@ import (
 //
 //	go test ./extender/ -run '^$' -bench BenchmarkHTTP5000 -benchtime 1000x -count 3
 func BenchmarkHTTP5000(b *testing.B) {
-	for _, pol := range []string{"binpack", "fgd"} {
+	for _, pol := range []string{"binpack", "fgd", "binpack/best"} {
 		b.Run(pol, func(b *testing.B) {
-			srv, names := cluster5000(b, pol)
+			pol, keeps, _ := strings.Cut(pol, "/")
+			srv, names := cluster5000(b, pol, func(c *config.Config) { c.FilterKeeps = config.FilterKeeps(keeps) })
 			gp := httptest.NewServer(srv.Handler())
 			defer gp.Close()
 			nw := httptest.NewServer(noWork())
