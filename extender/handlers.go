@@ -49,7 +49,8 @@ func checkArgs(args *extenderv1.ExtenderArgs) ([]string, error) {
 }
 
 // Filter keeps the nodes where every GPU container of the pod fits on
-// healthy cards of an allowed model, and says for each other node why not.
+// healthy cards of an allowed model (under filterKeeps: best, the best of
+// them only), and says for each node where it does not fit why not.
 func (s *Server) Filter(ctx context.Context, args *extenderv1.ExtenderArgs) (*extenderv1.ExtenderFilterResult, error) {
 	names, err := checkArgs(args)
 	if err != nil {
@@ -73,7 +74,7 @@ func (s *Server) Filter(ctx context.Context, args *extenderv1.ExtenderArgs) (*ex
 		return keep(args, res, nil), nil
 	}
 	ev := s.evaluate(ctx, req, names)
-	var fit []int // positions of the nodes where the pod fits
+	fit := make([]int, 0, len(names)) // positions of the nodes where the pod fits
 	rejected := map[string]int{}
 	for i, n := range names {
 		r := ev.results[i]
