@@ -141,28 +141,19 @@ func containerEnv(t *testing.T, pod *corev1.Pod, container string) map[string]st
 	// A container reported running may still be runc's init, which has
 	// runc's environment until it executes the container's command.
 	var b []byte
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	waitFor(t, 10*time.Second, fmt.Sprintf("pod %s container %s (%s) to run its command", pod.Name, container, id), func() (bool, error) {
 		pids := node.ContainerPIDs(string(pod.UID), id)
 		if len(pids) == 0 {
-			t.Fatalf("pod %s container %s (%s): no process in its cgroup", pod.Name, container, id)
+			return false, fmt.Errorf("no process in its cgroup")
 		}
 		proc := filepath.Join("/proc", strconv.Itoa(pids[0]))
 		comm, err := os.ReadFile(filepath.Join(proc, "comm"))
-		if err != nil {
-			t.Fatal(err)
+		if err != nil || strings.HasPrefix(string(comm), "runc") {
+			return false, err
 		}
-		if !strings.HasPrefix(string(comm), "runc") {
-			if b, err = os.ReadFile(filepath.Join(proc, "environ")); err != nil {
-				t.Fatal(err)
-			}
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("pod %s container %s (%s): still runc's init after 10s", pod.Name, container, id)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		b, err = os.ReadFile(filepath.Join(proc, "environ"))
+		return err == nil, err
+	})
 	env := map[string]string{}
 	for _, kv := range strings.Split(string(b), "\x00") {
 		if k, v, ok := strings.Cut(kv, "="); ok {
