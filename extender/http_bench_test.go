@@ -34,7 +34,8 @@ import (
 // cluster of BenchmarkFilterPrioritize5000, in two regimes (see benchVerbs:
 // cold, every node evaluated; warm, one node changed between calls).
 //
-// binpack/best is binpack under filterKeeps: best: filter answers the best
+// fill is the default policy; binpack/best and fill/best are under
+// filterKeeps: best (as the chart configures it): filter answers the best
 // nodes only, and prioritize is asked about those.
 //
 // Each iteration also sends the same request to a no-work extender
@@ -47,7 +48,7 @@ import (
 //
 //	go test ./extender/ -run '^$' -bench BenchmarkHTTP5000 -benchtime 1000x -count 3
 func BenchmarkHTTP5000(b *testing.B) {
-	for _, pol := range []string{"binpack", "fgd", "binpack/best"} {
+	for _, pol := range []string{"binpack", "fgd", "fill", "binpack/best", "fill/best"} {
 		b.Run(pol, func(b *testing.B) {
 			pol, keeps, _ := strings.Cut(pol, "/")
 			srv, names := cluster5000(b, pol, func(c *config.Config) { c.FilterKeeps = config.FilterKeeps(keeps) })

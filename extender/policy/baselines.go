@@ -35,7 +35,8 @@ func init() {
 		// draw over the cards alike to it (same model, size and use), and
 		// Place tries one card of each such group, so a group wins with a
 		// chance that goes with its size.
-		CardCost: func(n *Node, i int, _ int64, r *Request, _ *Workload) float64 {
+		CardCost: func(rt *Rating, i int, _ int64) float64 {
+			n, r := rt.Node, rt.Req
 			c := &n.Cards[i]
 			d := 1.0
 			for j := range n.Cards {
@@ -47,15 +48,15 @@ func init() {
 		},
 		// Every node that fits is equally likely, drawn afresh for each pod
 		// (the paper's scheduler draws one node among those that fit).
-		NodeScore: func(_, after *Node, r *Request, _ *Workload) float64 {
-			return draw(after.Name, -1, r.Salt)
+		NodeScore: func(rt *Rating, after *Node) float64 {
+			return draw(after.Name, -1, rt.Req.Salt)
 		},
 	})
 	register(&Policy{
 		Name:     BestFit,
 		CardCost: bestFitCard,
 		// floor(100 * (1 - (cpuLeft/128 cores + gpuLeft/8 cards) / 2)).
-		NodeScore: func(_, after *Node, _ *Request, _ *Workload) float64 {
+		NodeScore: func(_ *Rating, after *Node) float64 {
 			var cpu float64
 			if after.Resources {
 				cpu = float64(after.CPUFree) / maxSpecCPU
@@ -72,8 +73,8 @@ func init() {
 }
 
 // bestFitCard is gpushare's card choice: the card left with the least free.
-func bestFitCard(n *Node, i int, share int64, _ *Request, _ *Workload) float64 {
-	return float64(n.Cards[i].Free() - share)
+func bestFitCard(rt *Rating, i int, share int64) float64 {
+	return float64(rt.Node.Cards[i].Free() - share)
 }
 
 // packingScore is the paper's GPU packing score, from the cards the pod
@@ -82,7 +83,8 @@ func bestFitCard(n *Node, i int, share int64, _ *Request, _ *Workload) float64 {
 //   - when it takes free cards on a node in use: max(50 - free cards taken, 33);
 //   - when it shares cards in use: max(100 - sum(free% of those cards)/10, 50);
 //   - a pod without GPU: 0.
-func packingScore(before, after *Node, _ *Request, _ *Workload) float64 {
+func packingScore(rt *Rating, after *Node) float64 {
+	before := rt.Node
 	var allFree, took, tookFree int
 	var freePct int64
 	for i := range before.Cards {

@@ -382,15 +382,15 @@ func init() {
 		NeedsWorkload: true,
 		// The card whose use leaves the node's score highest: the growth of
 		// fragmentation on the same 0..100 scale as the node score.
-		CardCost: func(n *Node, i int, share int64, _ *Request, w *Workload) float64 {
-			return -fgdScore(Fragmentation(n, w)-fragmentation(n, w, i, share), cardSize(n))
+		CardCost: func(rt *Rating, i int, share int64) float64 {
+			return -fgdScore(rt.fragmentation()-fragmentation(rt.Node, rt.W, i, share), rt.cardSize())
 		},
 		// FGD's gradient step as the paper's scheduler scores it: the fall
 		// of the node's fragmentation, in cards, through a sigmoid onto
 		// 0..100, truncated to a whole score (so that nodes within a few
 		// hundredths of a card tie, and ties go to a node at random).
-		NodeScore: func(before, after *Node, _ *Request, w *Workload) float64 {
-			return fgdScore(Fragmentation(before, w)-Fragmentation(after, w), cardSize(before))
+		NodeScore: func(rt *Rating, after *Node) float64 {
+			return fgdScore(rt.fragmentation()-Fragmentation(after, rt.W), rt.cardSize())
 		},
 	})
 }

@@ -98,15 +98,16 @@ func init() {
 		// as much GPU as ten shared pods.
 		Coverage: 0.99,
 		// The card that leaves the node's unfillable GPU least.
-		CardCost: func(n *Node, i int, share int64, _ *Request, w *Workload) float64 {
-			return unfillable(n, w, i, share)
+		CardCost: func(rt *Rating, i int, share int64) float64 {
+			return rt.unfillableWith(i, share)
 		},
-		NodeScore: func(before, after *Node, r *Request, w *Workload) float64 {
-			fall := fillScale(w)*(unfillable(before, w, -1, 0)-unfillable(after, w, -1, 0)) +
-				fgdShare*(Fragmentation(before, w)-Fragmentation(after, w))
+		NodeScore: func(rt *Rating, after *Node) float64 {
+			w := rt.W
+			fall := fillScale(w)*(rt.unfillable()-rt.unfillableAfter(after)) +
+				fgdShare*(rt.fragmentation()-Fragmentation(after, w))
 			score := (fall - fillTieBreak*float64(after.Free())) / float64(cardSize(after))
-			if unopened(before) {
-				score -= fillOpen * w.rarity(before, r)
+			if unopened(rt.Node) {
+				score -= fillOpen * w.rarity(rt.Node, rt.Req)
 			}
 			return score
 		},
@@ -200,8 +201,90 @@ func unfillable(n *Node, w *Workload, pos int, extra int64) float64 {
 	if w == nil {
 		return 0
 	}
+	var buf [32]room
+	fr := fillRoom{rooms: buf[:0]}
+	fr.measure(n, w, pos, extra)
+	return fr.unfillable(w, nil, cpuOf(n))
+}
+
+// cpuOf is C, the node's free CPU as unfillable bounds pods by it: -1 when
+// it is not known (no bound).
+func cpuOf(n *Node) int64 {
+	if n.Resources {
+		return max(n.CPUFree, 0)
+	}
+	return -1
+}
+
+// room is what a node's cards offer one fill group, CPU aside (cardPods
+// turns it into pods): for shares, the shares that fit card by card; for
+// whole cards, the unused cards and their units. Only healthy cards with
+// room, of the group's models, count, each by itself: a card's part does
+// not depend on the others, so a card that changes changes only its own.
+type room struct {
+	slots, freeCards, freeUnits int64
+}
+
+// fillRoom is what unfillable reads of a node's cards: their idle GPU, and
+// the room of each of the workload's fill groups (by group).
+type fillRoom struct {
+	idle  int64
+	rooms []room
+}
+
+// measure sets fr to the cards of n, with extra units used on n.Cards[pos]
+// (pos -1: none).
+func (fr *fillRoom) measure(n *Node, w *Workload, pos int, extra int64) {
+	groups := w.fillGroups()
+	fr.rooms = append(fr.rooms[:0], make([]room, len(groups))...)
 	var buf [16]cardRun
 	runs, idle := cardRuns(n, w, pos, extra, buf[:0])
+	fr.idle = idle
+	for gi := range groups {
+		g, rm := &groups[gi], &fr.rooms[gi]
+		for ri := range runs {
+			r := &runs[ri]
+			if g.models.allows(r.model, r.modelIndex) {
+				rm.add(g, r.free, r.total, r.count)
+			}
+		}
+	}
+}
+
+// add counts count cards of total units with free units free in g's room
+// (count -1 takes them out).
+func (rm *room) add(g *fillGroup, free, total, count int64) {
+	switch {
+	case free <= 0:
+	case g.share > 0:
+		rm.slots += count * (free / g.share)
+	case free == total:
+		rm.freeCards += count
+		rm.freeUnits += count * free
+	}
+}
+
+// cardChange is a card of a measured node holding more units: its part of
+// each fill group's room changes, the others' do not.
+type cardChange struct {
+	card       *Card
+	modelIndex int   // w.modelOf(card.Model)
+	was, now   int64 // its free units before and after
+}
+
+// changeOf is card c of a node holding to units instead of from.
+func changeOf(w *Workload, c *Card, from, to int64) cardChange {
+	return cardChange{card: c, modelIndex: w.modelOf(c.Model), was: max(c.Total-from, 0), now: max(c.Total-to, 0)}
+}
+
+// unfillable is unfillable's value for the cards fr measured with the
+// changes made (healthy cards of the node only), and C = cpu (-1:
+// unknown).
+func (fr *fillRoom) unfillable(w *Workload, changes []cardChange, cpu int64) float64 {
+	idle := fr.idle
+	for _, ch := range changes {
+		idle += ch.now - ch.was
+	}
 	if idle == 0 {
 		return 0
 	}
@@ -209,18 +292,24 @@ func unfillable(n *Node, w *Workload, pos int, extra int64) float64 {
 	if w.fillWeight == 0 {
 		return 0
 	}
-	cpu := int64(-1) // C; -1: unknown, no bound
-	if n.Resources {
-		cpu = max(n.CPUFree, 0)
-	}
 	var sum float64       // Σ σ_s·w_s·ℓ_s
 	best := float64(idle) // B
 	for gi := range groups {
 		g := &groups[gi]
-		pods, per := g.cardPods(runs)
+		rm := fr.rooms[gi]
+		for _, ch := range changes {
+			if g.models.allows(ch.card.Model, ch.modelIndex) {
+				rm.add(g, ch.was, ch.card.Total, -1)
+				rm.add(g, ch.now, ch.card.Total, 1)
+			}
+		}
+		pods, per := g.cardPods(rm)
 		// Shapes by ascending CPU: the first k take all those pods and
-		// leave the same, the others fewer.
-		k := sort.Search(len(g.shapes), func(j int) bool { return cpuPods(cpu, w.Shapes[g.shapes[j]].CPUMilli) < pods })
+		// leave the same, the others fewer (none without a CPU bound).
+		k := len(g.shapes)
+		if cpu >= 0 {
+			k = sort.Search(k, func(j int) bool { return cpuPods(cpu, w.Shapes[g.shapes[j]].CPUMilli) < pods })
+		}
 		left := float64(idle - min(pods*per, idle))
 		sum += g.scarcity * g.prefix[k] * left
 		if k > 0 && g.prefix[k] >= fillCommon {
@@ -238,6 +327,66 @@ func unfillable(n *Node, w *Workload, pos int, extra int64) float64 {
 	}
 	// (α·A + β·B) / (α + β), with α·A as α·sum/Σ σ_s·w_s.
 	return (w.fillAlpha*sum/w.fillWeight + fillBest*best) / (w.fillAlpha + fillBest)
+}
+
+// fillRoom is the room of rt.Node's cards (fillRoom.measure).
+func (rt *Rating) fillRoom() *fillRoom {
+	if rt.have&haveRoom == 0 {
+		rt.room.measure(rt.Node, rt.W, -1, 0)
+		rt.have |= haveRoom
+	}
+	return &rt.room
+}
+
+// unfillable is unfillable(rt.Node, rt.W, -1, 0).
+func (rt *Rating) unfillable() float64 {
+	if rt.W == nil {
+		return 0
+	}
+	if rt.have&haveUnfill == 0 {
+		rt.unfill, rt.have = rt.fillRoom().unfillable(rt.W, nil, cpuOf(rt.Node)), rt.have|haveUnfill
+	}
+	return rt.unfill
+}
+
+// unfillableWith is unfillable(rt.Node, rt.W, pos, extra), from the room
+// measured once: only card pos's part changes.
+func (rt *Rating) unfillableWith(pos int, extra int64) float64 {
+	if rt.W == nil {
+		return 0
+	}
+	c := &rt.Node.Cards[pos]
+	if !c.Healthy {
+		return rt.unfillable()
+	}
+	ch := [1]cardChange{changeOf(rt.W, c, c.Used, c.Used+extra)}
+	return rt.fillRoom().unfillable(rt.W, ch[:], cpuOf(rt.Node))
+}
+
+// unfillableAfter is unfillable(after, rt.W, -1, 0) for after, rt.Node
+// with more units used on some cards (and its CPU and memory taken): from
+// the room measured once when after's cards are rt.Node's, else measured
+// afresh.
+func (rt *Rating) unfillableAfter(after *Node) float64 {
+	if rt.W == nil {
+		return 0
+	}
+	before := rt.Node
+	if len(after.Cards) != len(before.Cards) {
+		return unfillable(after, rt.W, -1, 0)
+	}
+	var buf [16]cardChange
+	changes := buf[:0]
+	for i := range after.Cards {
+		a, b := &after.Cards[i], &before.Cards[i]
+		if a.Total != b.Total || a.Healthy != b.Healthy || a.Model != b.Model {
+			return unfillable(after, rt.W, -1, 0)
+		}
+		if a.Used != b.Used && b.Healthy {
+			changes = append(changes, changeOf(rt.W, b, b.Used, a.Used))
+		}
+	}
+	return rt.fillRoom().unfillable(rt.W, changes, cpuOf(after))
 }
 
 // fillScale is K = α + β, unfillable's divisor (1 without a workload, or
@@ -258,30 +407,17 @@ func fillScale(w *Workload) float64 {
 	return w.fillAlpha + fillBest
 }
 
-// cardPods is how many pods of g the node's cards (runs) could still take,
-// CPU aside, and the GPU units each would use: for shares, the shares that
-// fit card by card over g's cards, share times cards each; for whole cards,
-// the unused cards over g's cards, their mean size times cards each. Only
-// cards of g's models count.
-func (g *fillGroup) cardPods(runs []cardRun) (pods, per int64) {
-	var slots, freeCards, freeUnits int64
-	for ri := range runs {
-		r := &runs[ri]
-		if !g.models.allows(r.model, r.modelIndex) {
-			continue
-		}
-		if g.share > 0 {
-			slots += r.count * (r.free / g.share)
-		} else if r.free == r.total {
-			freeCards += r.count
-			freeUnits += r.count * r.free
-		}
-	}
+// cardPods is how many pods of g the node's cards could still take, CPU
+// aside, from their room, and the GPU units each would use: for shares,
+// the shares that fit card by card over g's cards, share times cards each;
+// for whole cards, the unused cards over g's cards, their mean size times
+// cards each.
+func (g *fillGroup) cardPods(rm room) (pods, per int64) {
 	switch {
 	case g.share > 0:
-		return slots / g.cards, g.share * g.cards
-	case freeCards > 0:
-		return freeCards / g.cards, freeUnits / freeCards * g.cards
+		return rm.slots / g.cards, g.share * g.cards
+	case rm.freeCards > 0:
+		return rm.freeCards / g.cards, rm.freeUnits / rm.freeCards * g.cards
 	}
 	return 0, 0
 }

@@ -106,6 +106,42 @@ func TestUnfillableBounded(t *testing.T) {
 	}
 }
 
+// TestRatingMeasuresAgree checks on random nodes and workloads that what a
+// Rating works out from the measures it keeps is exactly what the measures
+// give computed afresh: fill's unfillable GPU with a share on each card
+// (from the room measured once) and after shares on several cards with CPU
+// taken, and FGD's fragmentation of the node as it is.
+func TestRatingMeasuresAgree(t *testing.T) {
+	rng := rand.New(rand.NewSource(13))
+	for trial := range 3000 {
+		n, w, _, _ := randomCase(rng)
+		rt := rate(n, &Request{}, w)
+		if got, want := rt.unfillable(), unfillable(n, w, -1, 0); got != want {
+			t.Fatalf("trial %d: unfillable kept %v, afresh %v\nnode %+v", trial, got, want, n)
+		}
+		if got, want := rt.fragmentation(), Fragmentation(n, w); got != want {
+			t.Fatalf("trial %d: fragmentation kept %v, afresh %v\nnode %+v", trial, got, want, n)
+		}
+		for i := range n.Cards {
+			extra := rng.Int63n(n.Cards[i].Total + 2)
+			if got, want := rt.unfillableWith(i, extra), unfillable(n, w, i, extra); got != want {
+				t.Fatalf("trial %d: %d more units on card %d: unfillable from the room %v, afresh %v\nnode %+v", trial, extra, i, got, want, n)
+			}
+		}
+		after := n.Clone()
+		for i := range after.Cards {
+			if rng.Intn(3) == 0 {
+				after.Cards[i].Used += rng.Int63n(after.Cards[i].Total + 1)
+			}
+		}
+		after.CPUFree -= int64(rng.Intn(4000))
+		if got, want := rt.unfillableAfter(after), unfillable(after, w, -1, 0); got != want {
+			t.Fatalf("trial %d: unfillable after, from the room %v, afresh %v\nbefore %+v\nafter %+v", trial, got, want, n, after)
+		}
+		rt.done()
+	}
+}
+
 // TestFillScore pins the score: (K·ΔU + 0.5·ΔF - 1e-4·I after) / 1000,
 // with U unfillable, K = α + 0.7 and F FGD's fragmentation, for a 500 share
 // on a node of two empty G2 cards of 1000 (it goes to card 0; I after:

@@ -41,9 +41,10 @@ func (d Decision) Allocation() contract.Allocation {
 // afterPool holds scratch nodes for NodeScore's "after" state.
 var afterPool = sync.Pool{New: func() any { return &Node{Cards: make([]Card, 0, 16)} }}
 
-// scoreAfter rates n with one share added on n.Cards[pos] and the request's
-// CPU and memory taken, on a pooled copy.
-func scoreAfter(n *Node, pos int, share int64, r *Request, p *Policy, w *Workload) float64 {
+// scoreAfter rates rt.Node with one share added on its Cards[pos] and the
+// request's CPU and memory taken, on a pooled copy.
+func scoreAfter(rt *Rating, pos int, share int64, p *Policy) float64 {
+	n, r := rt.Node, rt.Req
 	after := afterPool.Get().(*Node)
 	cards := append(after.Cards[:0], n.Cards...)
 	*after = *n
@@ -51,7 +52,7 @@ func scoreAfter(n *Node, pos int, share int64, r *Request, p *Policy, w *Workloa
 	after.Cards[pos].Used += share
 	after.CPUFree -= r.CPUMilli
 	after.MemFree -= r.MemMiB
-	score := p.NodeScore(n, after, r, w)
+	score := p.NodeScore(rt, after)
 	afterPool.Put(after)
 	return score
 }
@@ -154,7 +155,9 @@ func Place(n *Node, r *Request, p *Policy, w *Workload) (Decision, *Unfit) {
 	after.Apply(alloc)
 	after.CPUFree -= r.CPUMilli
 	after.MemFree -= r.MemMiB
-	return Decision{Node: n.Name, alloc: alloc, Score: p.NodeScore(n, after, r, w)}, nil
+	rt := rate(n, r, w)
+	defer rt.done()
+	return Decision{Node: n.Name, alloc: alloc, Score: p.NodeScore(rt, after)}, nil
 }
 
 // placeOne is Place for the common pod: one container on one card. It
@@ -169,6 +172,8 @@ func placeOne(n *Node, r *Request, p *Policy, w *Workload) (Decision, bool) {
 		return Decision{}, false
 	}
 	c := r.Containers[0]
+	rt := rate(n, r, w)
+	defer rt.done()
 	best, bestShare := -1, int64(0)
 	var bestCost float64
 	var bestFree int64
@@ -182,7 +187,7 @@ func placeOne(n *Node, r *Request, p *Policy, w *Workload) (Decision, bool) {
 			continue
 		}
 		seen = append(seen, card)
-		cost, free := p.CardCost(n, i, share, r, w), card.Free()-share
+		cost, free := p.CardCost(rt, i, share), card.Free()-share
 		if best < 0 || cheaper(cost, free, bestCost, bestFree) {
 			best, bestShare, bestCost, bestFree = i, share, cost, free
 		}
@@ -190,7 +195,7 @@ func placeOne(n *Node, r *Request, p *Policy, w *Workload) (Decision, bool) {
 	if best < 0 {
 		return Decision{}, false
 	}
-	d := Decision{Node: n.Name, Score: scoreAfter(n, best, bestShare, r, p, w)}
+	d := Decision{Node: n.Name, Score: scoreAfter(rt, best, bestShare, p)}
 	d.one.container, d.one.card, d.one.units = c.Index, n.Cards[best].Index, bestShare
 	return d, true
 }
@@ -496,6 +501,8 @@ func (s *searcher) candidates(c contract.ContainerRequest, used map[int]int64) [
 		freeAfter int64
 	}
 	var cands []cand
+	rt := rate(s.node, s.req, s.w) // the node is unchanged while its cards are rated
+	defer rt.done()
 	var rated [16]*Card
 	seen := rated[:0]
 	whole, perCard := c.Whole(), c.PerCard()
@@ -507,7 +514,7 @@ func (s *searcher) candidates(c contract.ContainerRequest, used map[int]int64) [
 			continue
 		}
 		seen = append(seen, card)
-		cands = append(cands, cand{pos: i, cost: s.policy.CardCost(s.node, i, share, s.req, s.w), freeAfter: card.Free() - share})
+		cands = append(cands, cand{pos: i, cost: s.policy.CardCost(rt, i, share), freeAfter: card.Free() - share})
 	}
 	sort.SliceStable(cands, func(a, b int) bool {
 		return cheaper(cands[a].cost, cands[a].freeAfter, cands[b].cost, cands[b].freeAfter)

@@ -34,12 +34,12 @@ const Default = Fill
 // Policy is a pair of pure functions of a node, a request and a workload.
 type Policy struct {
 	Name Name
-	// CardCost rates putting share units on n.Cards[i] (for a whole card,
-	// share is the card's size); the search tries cheaper cards first.
-	CardCost func(n *Node, i int, share int64, r *Request, w *Workload) float64
-	// NodeScore rates a node after a placement; higher is better. before is
-	// the node as it was, after with the placement applied.
-	NodeScore func(before, after *Node, r *Request, w *Workload) float64
+	// CardCost rates putting share units on rt.Node.Cards[i] (for a whole
+	// card, share is the card's size); the search tries cheaper cards first.
+	CardCost func(rt *Rating, i int, share int64) float64
+	// NodeScore rates a node after a placement; higher is better. rt.Node
+	// is the node as it was, after the node with the placement applied.
+	NodeScore func(rt *Rating, after *Node) float64
 	// NeedsWorkload tells whether the policy reads the workload estimate.
 	NeedsWorkload bool
 	// PerPod tells whether the policy reads Request.Salt: its answer for

@@ -262,7 +262,7 @@ func TestPlaceOneAgreesWithSearch(t *testing.T) {
 		if diff := cmp.Diff(alloc, fast.Allocation()); diff != "" {
 			t.Fatalf("trial %d, %s: fast path (+) and search (-) disagree:\n%s\nnode %+v\nrequest %+v", trial, name, diff, n, r)
 		}
-		if slow := p.NodeScore(n, after, r, w); fast.Score != slow {
+		if slow := p.NodeScore(&Rating{Node: n, Req: r, W: w}, after); fast.Score != slow {
 			t.Fatalf("trial %d, %s: fast path scores %v, search %v", trial, name, fast.Score, slow)
 		}
 	}
