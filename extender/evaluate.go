@@ -100,11 +100,17 @@ func (s *Server) evaluate(ctx context.Context, req *policy.Request, names []stri
 		workers := s.cfg.Parallelism
 		chunk := max(1, len(todo)/(4*workers))
 		wl := kept.Workload()
+		// The answers are made in one block, one allocation where a
+		// cold evaluation of a large cluster would make thousands. A
+		// block lives while one of its answers is kept: at most one
+		// block per evaluation that is still some node's answer.
+		made := make([]nodeResult, len(todo))
 		workqueue.ParallelizeUntil(ctx, workers, len(todo), func(j int) {
 			i := todo[j]
 			n := snap.Nodes[i].Node
 			d, u := policy.Place(n, req, s.policy, wl)
-			r := &nodeResult{known: true, version: n.Version, decision: d, unfit: u}
+			r := &made[j]
+			*r = nodeResult{known: true, version: n.Version, decision: d, unfit: u}
 			if u != nil {
 				r.reason = "gpupack: " + u.Message(s.unit)
 			}
