@@ -47,8 +47,16 @@ gpu-check: ## on a node with NVIDIA cards, as root: the device plugin on the rea
 	cd test && $(GO) build -o ../$(BIN)/cudajob ./cmd/cudajob
 	cd test && GPUPACK_REAL_NVML=1 GPUPACK_CUDA_JOB=$(abspath $(BIN))/cudajob $(GO) test -count=1 -v -run TestRealCards ./devicemanager/
 
+# The two e2e packages run one after the other (each brings a cluster up),
+# but their test binaries are compiled at once: go test -p 1 would compile
+# them one at a time too, on one core. Each runs in its package's folder, as
+# go test runs it.
+E2E_BIN := $(abspath $(BIN))/e2e
 e2e: node-deps ## end-to-end tests on a local cluster, simulated nodes, then a real node as root (the first run builds the Kubernetes components into the cache: several minutes each)
-	cd test && $(GO) test -p 1 -count=1 -timeout 60m -v ./e2e/...
+	@mkdir -p $(E2E_BIN)
+	cd test && $(GO) test -c -o $(E2E_BIN)/ ./e2e/ ./e2e/realnode/
+	cd test/e2e && $(E2E_BIN)/e2e.test -test.count=1 -test.timeout 60m -test.v
+	cd test/e2e/realnode && $(E2E_BIN)/realnode.test -test.count=1 -test.timeout 60m -test.v
 
 # apt-install installs, as root with apt-get, those of Debian's packages $(1)
 # that are missing; otherwise target $(2) says what to install, and $(3).

@@ -86,6 +86,10 @@ func ensureBinaries(ctx context.Context, ours string, realNodes, nodeComponents 
 		Pause: filepath.Join(ours, "pause"),
 	}
 	mod := moduleDir()
+	// Ours are built in the product's module, with the versions its go.mod
+	// pins, as the images and releases are (the test module's versions of
+	// a dependency can be newer).
+	product := filepath.Dir(mod)
 	ldflags := fmt.Sprintf("-s -w -X k8s.io/component-base/version.gitVersion=%s -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=%s",
 		KubernetesVersion, strings.Split(KubernetesVersion, ".")[1])
 	// Ours are linked as deploy/docker's Dockerfiles link them.
@@ -94,9 +98,9 @@ func ensureBinaries(ctx context.Context, ours string, realNodes, nodeComponents 
 		{"kube-apiserver " + KubernetesVersion, mod, "k8s.io/kubernetes/cmd/kube-apiserver", b.APIServer, ldflags, true, true},
 		{"kube-scheduler " + KubernetesVersion, mod, "k8s.io/kubernetes/cmd/kube-scheduler", b.Scheduler, ldflags, true, true},
 		{"etcd " + EtcdVersion, filepath.Join(mod, "tools", "etcd"), "go.etcd.io/etcd/server/v3", b.Etcd, "-s -w", true, true},
-		{"gpupack-extender", mod, "github.com/gpupack/gpupack/cmd/gpupack-extender", b.Extender, ourFlags, false, false},
-		{"gpupack-train", mod, "github.com/gpupack/gpupack/cmd/gpupack-train", b.Train, ourFlags, false, true},
-		{"kubectl-inspect-gpushare", mod, "github.com/gpupack/gpupack/cmd/kubectl-inspect-gpushare", b.Inspect, ourFlags, false, false},
+		{"gpupack-extender", product, "github.com/gpupack/gpupack/cmd/gpupack-extender", b.Extender, ourFlags, false, false},
+		{"gpupack-train", product, "github.com/gpupack/gpupack/cmd/gpupack-train", b.Train, ourFlags, false, true},
+		{"kubectl-inspect-gpushare", product, "github.com/gpupack/gpupack/cmd/kubectl-inspect-gpushare", b.Inspect, ourFlags, false, false},
 	}
 	if realNodes || nodeComponents {
 		builds = append(builds,
@@ -107,7 +111,7 @@ func ensureBinaries(ctx context.Context, ours string, realNodes, nodeComponents 
 	}
 	if realNodes {
 		builds = append(builds,
-			build{"gpupack-device-plugin", mod, "github.com/gpupack/gpupack/cmd/gpupack-device-plugin", b.DevicePlugin, ourFlags, false, true},
+			build{"gpupack-device-plugin", product, "github.com/gpupack/gpupack/cmd/gpupack-device-plugin", b.DevicePlugin, ourFlags, false, true},
 			build{"pause", mod, "github.com/gpupack/gpupack/test/cmd/pause", b.Pause, "-s -w", false, false},
 		)
 	}
