@@ -105,10 +105,27 @@ func (s *Server) evaluate(ctx context.Context, req *policy.Request, names []stri
 		// block lives while one of its answers is kept: at most one
 		// block per evaluation that is still some node's answer.
 		made := make([]nodeResult, len(todo))
+		// The nodes' measures, when no other evaluation has them: each
+		// worker reads and keeps those of its own nodes' slots.
+		// A node named twice (a request kube-scheduler never sends, but
+		// one may) uses them at its first position only, so that no two
+		// workers share a node's.
+		var ms []policy.Measures
+		var own []bool
+		if s.policy.NeedsWorkload {
+			ms = s.measures.take(snap.Slots)
+			defer s.measures.give(ms)
+			own = firstOfSlot(snap, todo)
+		}
 		workqueue.ParallelizeUntil(ctx, workers, len(todo), func(j int) {
 			i := todo[j]
-			n := snap.Nodes[i].Node
-			d, u := policy.Place(n, req, s.policy, wl)
+			v := snap.Nodes[i]
+			n := v.Node
+			var m *policy.Measures
+			if ms != nil && own[j] {
+				m = &ms[v.Slot]
+			}
+			d, u := policy.PlaceMeasured(n, req, s.policy, wl, m)
 			r := &made[j]
 			*r = nodeResult{known: true, version: n.Version, decision: d, unfit: u}
 			if u != nil {
@@ -191,6 +208,58 @@ func (c *resultCache) give(key string, t *policy.Answers[*nodeResult]) {
 		delete(c.m, c.order[0])
 		c.order = c.order[1:]
 	}
+}
+
+// firstOfSlot reports for each position of todo whether it is the first
+// in todo of its node's slot.
+func firstOfSlot(snap *cache.Snapshot, todo []int) []bool {
+	seen := make([]uint64, (snap.Slots+63)/64)
+	first := make([]bool, len(todo))
+	for j, i := range todo {
+		sl := snap.Nodes[i].Slot
+		if w, b := sl/64, uint64(1)<<(sl%64); seen[w]&b == 0 {
+			seen[w] |= b
+			first[j] = true
+		}
+	}
+	return first
+}
+
+// measuresCache keeps the measures of each node (policy.Measures), by
+// slot: unlike answers, they hold for every request shape, so the first pod
+// of a new shape measures no node that a pod of another shape measured at
+// its Version (a node's measures are a few words per shape group of the
+// workload). One evaluation at a time has them (take, give); another
+// meanwhile rates without.
+type measuresCache struct {
+	mu    sync.Mutex
+	m     []policy.Measures
+	taken bool
+}
+
+// take returns the measures, with room for slots nodes, or nil while
+// another evaluation has them.
+func (c *measuresCache) take(slots int) []policy.Measures {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.taken {
+		return nil
+	}
+	c.taken = true
+	if len(c.m) < slots {
+		c.m = append(c.m, make([]policy.Measures, slots-len(c.m))...)
+	}
+	return c.m
+}
+
+// give returns the measures take gave (nil: it gave none).
+func (c *measuresCache) give(m []policy.Measures) {
+	if m == nil {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.taken = false
 }
 
 // workload is the FGD target, or nil for policies that do not read one.

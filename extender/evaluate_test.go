@@ -2,10 +2,16 @@ package extender
 
 import (
 	"context"
+	"fmt"
+	"slices"
 	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/gpupack/gpupack/contract"
 	"github.com/gpupack/gpupack/extender/cache"
+	"github.com/gpupack/gpupack/extender/policy"
 	"github.com/gpupack/gpupack/internal/fixture"
 )
 
@@ -86,5 +92,44 @@ func heldNodes(t *testing.T, srv *Server, names ...string) {
 		if err := srv.cache.Assume(held, req, n, contract.Allocation{0: {0: 14}}); err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// TestEvaluateWithMeasures checks, under fill and FGD, that evaluations
+// that start from the nodes' kept measures (policy.Measures, shared by
+// every request shape) answer what Place answers afresh, for pods of
+// several shapes in turn and after nodes change, and that a node named many
+// times in one request is answered alike at every position (run with -race:
+// its positions must not share its measures between workers).
+func TestEvaluateWithMeasures(t *testing.T) {
+	for _, pol := range []string{"fill", "fgd"} {
+		t.Run(pol, func(t *testing.T) {
+			srv, names := cluster5000(t, pol)
+			names = names[:200]
+			ctx := context.Background()
+			for k, gib := range []int64{20, 7, 40, 20, 3} {
+				if k == 3 {
+					// 50 nodes change: their first cards' shares go.
+					for i := range 50 {
+						for j := range 8 {
+							srv.cache.Forget(types.UID(fmt.Sprintf("uid-fill-%d-%d", i, j)))
+						}
+					}
+				}
+				req, _ := cache.RequestOf(fixture.MakePod().Name(fmt.Sprintf("p%d", k)).GPUMem(gib).Obj())
+				asked := append(slices.Clone(names), slices.Repeat([]string{names[7]}, 40)...)
+				ev := srv.evaluate(ctx, req, asked)
+				w := srv.workload()
+				srv.cache.Read(func(_ uint64, lookup func(string) *policy.Node) {
+					for i, name := range asked {
+						want, wantU := policy.Place(lookup(name), req, srv.policy, w)
+						got := ev.results[i]
+						if (got.unfit == nil) != (wantU == nil) || got.decision.Score != want.Score || !cmp.Equal(got.decision.Allocation(), want.Allocation()) {
+							t.Fatalf("pod %d (%d GiB), %s at %d: evaluated %+v, afresh %+v %v", k, gib, name, i, got, want, wantU)
+						}
+					}
+				})
+			}
+		})
 	}
 }

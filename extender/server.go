@@ -47,6 +47,9 @@ type Server struct {
 	metrics *metrics
 	memo    *memo
 	results resultCache
+	// measures are the nodes' measures that every request shape shares
+	// (policy.Measures), under fill and FGD.
+	measures measuresCache
 	// requireClientCert makes /bind refuse callers without a verified
 	// client certificate.
 	requireClientCert bool

@@ -242,11 +242,20 @@ func (m *modelMatch) learn(index map[string]int) {
 }
 
 // allows reports whether a model (with its index, -1 if unknown) is
-// allowed.
+// allowed. It is small enough to inline: it runs for every shape of the
+// workload on every card rated.
 func (m *modelMatch) allows(model string, index int) bool {
 	if len(m.allowed) == 0 {
 		return true
 	}
+	return m.limited(model, index)
+}
+
+// limited is allows for a list that limits the models. It is kept out of
+// line so that allows itself inlines.
+//
+//go:noinline
+func (m *modelMatch) limited(model string, index int) bool {
 	if index >= 0 && index < len(m.ok) {
 		return m.ok[index]
 	}

@@ -115,7 +115,7 @@ func TestRatingMeasuresAgree(t *testing.T) {
 	rng := rand.New(rand.NewSource(13))
 	for trial := range 3000 {
 		n, w, _, _ := randomCase(rng)
-		rt := rate(n, &Request{}, w)
+		rt := rate(n, &Request{}, w, nil)
 		if got, want := rt.unfillable(), unfillable(n, w, -1, 0); got != want {
 			t.Fatalf("trial %d: unfillable kept %v, afresh %v\nnode %+v", trial, got, want, n)
 		}
@@ -138,7 +138,42 @@ func TestRatingMeasuresAgree(t *testing.T) {
 		if got, want := rt.unfillableAfter(after), unfillable(after, w, -1, 0); got != want {
 			t.Fatalf("trial %d: unfillable after, from the room %v, afresh %v\nbefore %+v\nafter %+v", trial, got, want, n, after)
 		}
-		rt.done()
+		rt.done(nil)
+	}
+}
+
+// TestPlaceMeasuredAgrees checks that rating a node from the measures kept
+// for it gives what rating it afresh gives, for requests of several shapes
+// in turn, and that measures kept at another Version of the node, or under
+// another workload estimate, are not used.
+func TestPlaceMeasuredAgrees(t *testing.T) {
+	rng := rand.New(rand.NewSource(17))
+	for trial := range 1000 {
+		n, w, _, _ := randomCase(rng)
+		n.Version = uint64(trial)
+		other := NewWorkload(map[Shape]int64{{Share: 5, Cards: 1}: 1}, 1)
+		var m Measures
+		for k := range 6 {
+			p := mustGet(t, []Name{Fill, FGD, Binpack}[rng.Intn(3)])
+			r := &Request{Containers: []contract.ContainerRequest{{Name: "c0", Mem: 1 + rng.Int63n(80)}}, CPUMilli: int64(rng.Intn(4000))}
+			if rng.Intn(4) == 0 {
+				r.Containers = append(r.Containers, contract.ContainerRequest{Index: 1, Name: "c1", Mem: 1 + rng.Int63n(20)})
+			}
+			ww := w
+			switch k {
+			case 3: // the node changes
+				i := rng.Intn(len(n.Cards))
+				n.Cards[i].Used = rng.Int63n(n.Cards[i].Total + 1)
+				n.Version += 1000
+			case 4:
+				ww = other
+			}
+			wantD, wantU := Place(n, r, p, ww)
+			gotD, gotU := PlaceMeasured(n, r, p, ww, &m)
+			if (wantU == nil) != (gotU == nil) || wantD.Score != gotD.Score || !cmp.Equal(wantD.Allocation(), gotD.Allocation()) && wantU == nil {
+				t.Fatalf("trial %d, request %d (%s): from kept measures %+v %v, afresh %+v %v\nnode %+v", trial, k, p.Name, gotD, gotU, wantD, wantU, n)
+			}
+		}
 	}
 }
 

@@ -143,7 +143,13 @@ func (u *Unfit) Message(unit contract.Unit) string {
 // fit is found cheapest first: CPU and memory, no cards, each container
 // alone (aloneUnfit, the precise reason), then all together.
 func Place(n *Node, r *Request, p *Policy, w *Workload) (Decision, *Unfit) {
-	if d, ok := placeOne(n, r, p, w); ok {
+	return place(n, r, p, w, nil)
+}
+
+// place is Place, rating n from the measures kept in m and keeping there
+// what it measures (m nil: none kept).
+func place(n *Node, r *Request, p *Policy, w *Workload, m *Measures) (Decision, *Unfit) {
+	if d, ok := placeOne(n, r, p, w, m); ok {
 		return d, nil
 	}
 	alloc, unfit := search(n, r, p, w)
@@ -155,8 +161,8 @@ func Place(n *Node, r *Request, p *Policy, w *Workload) (Decision, *Unfit) {
 	after.Apply(alloc)
 	after.CPUFree -= r.CPUMilli
 	after.MemFree -= r.MemMiB
-	rt := rate(n, r, w)
-	defer rt.done()
+	rt := rate(n, r, w, m)
+	defer rt.done(m)
 	return Decision{Node: n.Name, alloc: alloc, Score: p.NodeScore(rt, after)}, nil
 }
 
@@ -164,7 +170,7 @@ func Place(n *Node, r *Request, p *Policy, w *Workload) (Decision, *Unfit) {
 // makes the choice search would make first, by the same rule (nextShare,
 // then cheaper), without copying the node; ok is false when the pod is not
 // of that kind or fits no card, and search then says why.
-func placeOne(n *Node, r *Request, p *Policy, w *Workload) (Decision, bool) {
+func placeOne(n *Node, r *Request, p *Policy, w *Workload, m *Measures) (Decision, bool) {
 	if len(r.Containers) != 1 || r.Containers[0].Cards() != 1 {
 		return Decision{}, false
 	}
@@ -172,8 +178,8 @@ func placeOne(n *Node, r *Request, p *Policy, w *Workload) (Decision, bool) {
 		return Decision{}, false
 	}
 	c := r.Containers[0]
-	rt := rate(n, r, w)
-	defer rt.done()
+	rt := rate(n, r, w, m)
+	defer rt.done(m)
 	best, bestShare := -1, int64(0)
 	var bestCost float64
 	var bestFree int64
@@ -501,8 +507,8 @@ func (s *searcher) candidates(c contract.ContainerRequest, used map[int]int64) [
 		freeAfter int64
 	}
 	var cands []cand
-	rt := rate(s.node, s.req, s.w) // the node is unchanged while its cards are rated
-	defer rt.done()
+	rt := rate(s.node, s.req, s.w, nil) // the node is unchanged while its cards are rated
+	defer rt.done(nil)
 	var rated [16]*Card
 	seen := rated[:0]
 	whole, perCard := c.Whole(), c.PerCard()

@@ -247,7 +247,7 @@ func TestPlaceOneAgreesWithSearch(t *testing.T) {
 		name := Names()[rng.Intn(len(Names()))]
 		p, _ := Get(Name(name))
 
-		fast, ok := placeOne(n, r, p, w)
+		fast, ok := placeOne(n, r, p, w, nil)
 		alloc, u := search(n, r, p, w)
 		if ok != (u == nil) {
 			t.Fatalf("trial %d, %s: fast path fits %v, search unfit %v\nnode %+v\nrequest %+v", trial, name, ok, u, n, r)

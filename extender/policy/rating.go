@@ -36,16 +36,24 @@ const (
 // rooms: a Rating is only used while its node is rated.
 var ratings = sync.Pool{New: func() any { return new(Rating) }}
 
-// rate returns a Rating of n for r under w; the caller gives it back with
-// done when the node is rated.
-func rate(n *Node, r *Request, w *Workload) *Rating {
+// rate returns a Rating of n for r under w, starting from the measures
+// kept in m (nil: none); the caller gives it back with done(m) when the
+// node is rated.
+func rate(n *Node, r *Request, w *Workload, m *Measures) *Rating {
 	rt := ratings.Get().(*Rating)
 	rt.Node, rt.Req, rt.W, rt.have = n, r, w, 0
+	if m != nil {
+		rt.load(m)
+	}
 	return rt
 }
 
-// done gives the Rating back: the caller no longer uses it.
-func (rt *Rating) done() {
+// done keeps what the Rating measured in m (nil: nowhere) and gives the
+// Rating back: the caller no longer uses it.
+func (rt *Rating) done(m *Measures) {
+	if m != nil {
+		rt.store(m)
+	}
 	rt.Node, rt.Req, rt.W = nil, nil, nil
 	ratings.Put(rt)
 }
@@ -64,4 +72,57 @@ func (rt *Rating) cardSize() int64 {
 		rt.size, rt.have = cardSize(rt.Node), rt.have|haveSize
 	}
 	return rt.size
+}
+
+// Measures are what a Rating measured of a node as it is, which no request
+// changes: kept by the caller for the node (by its slot, as Answers keeps
+// answers), they spare the next rating of the node at the same Version,
+// under the same workload estimate, for another request, measuring it
+// again. Each request of a new shape rates every node of the cluster; the
+// measures of a node hold for all of them. The zero value keeps nothing.
+type Measures struct {
+	// at is the node's Version plus one (0: nothing kept), w the workload
+	// estimate they were measured under.
+	at   uint64
+	w    *Workload
+	have uint8
+	frag float64
+	size int64
+	room fillRoom
+	// unfill is unfillable(node, w, -1, 0).
+	unfill float64
+}
+
+// PlaceMeasured is Place, starting from m's measures of n when they were
+// taken at n's Version under w, and keeping in m what the rating measured.
+// m belongs to the caller for the call (nil: Place).
+func PlaceMeasured(n *Node, r *Request, p *Policy, w *Workload, m *Measures) (Decision, *Unfit) {
+	if m == nil {
+		return Place(n, r, p, w)
+	}
+	if m.at != n.Version+1 || m.w != w {
+		m.at, m.w, m.have = n.Version+1, w, 0
+	}
+	return place(n, r, p, w, m)
+}
+
+// load starts rt from the measures kept in m (of rt's node).
+func (rt *Rating) load(m *Measures) {
+	rt.have, rt.frag, rt.size, rt.unfill = m.have, m.frag, m.size, m.unfill
+	if m.have&haveRoom != 0 {
+		rt.room.idle = m.room.idle
+		rt.room.rooms = append(rt.room.rooms[:0], m.room.rooms...)
+	}
+}
+
+// store keeps in m what rt measured, when it measured more than m holds.
+func (rt *Rating) store(m *Measures) {
+	if rt.have&^m.have == 0 {
+		return
+	}
+	m.have, m.frag, m.size, m.unfill = rt.have, rt.frag, rt.size, rt.unfill
+	if rt.have&haveRoom != 0 {
+		m.room.idle = rt.room.idle
+		m.room.rooms = append(m.room.rooms[:0], rt.room.rooms...)
+	}
 }
