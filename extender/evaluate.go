@@ -113,9 +113,11 @@ func (s *Server) evaluate(ctx context.Context, req *policy.Request, names []stri
 		var ms []policy.Measures
 		var own []bool
 		if s.policy.NeedsWorkload {
-			ms = s.measures.take(snap.Slots)
-			defer s.measures.give(ms)
-			own = firstOfSlot(snap, todo)
+			var took bool
+			if ms, took = s.measures.take(snap.Slots); took {
+				defer s.measures.give()
+				own = firstOfSlot(snap, todo)
+			}
 		}
 		workqueue.ParallelizeUntil(ctx, workers, len(todo), func(j int) {
 			i := todo[j]
@@ -237,26 +239,23 @@ type measuresCache struct {
 	taken bool
 }
 
-// take returns the measures, with room for slots nodes, or nil while
-// another evaluation has them.
-func (c *measuresCache) take(slots int) []policy.Measures {
+// take returns the measures, with room for slots nodes, and true; false
+// while another evaluation has them. Who took them gives them back.
+func (c *measuresCache) take(slots int) ([]policy.Measures, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.taken {
-		return nil
+		return nil, false
 	}
 	c.taken = true
 	if len(c.m) < slots {
 		c.m = append(c.m, make([]policy.Measures, slots-len(c.m))...)
 	}
-	return c.m
+	return c.m, true
 }
 
-// give returns the measures take gave (nil: it gave none).
-func (c *measuresCache) give(m []policy.Measures) {
-	if m == nil {
-		return
-	}
+// give returns the measures take gave.
+func (c *measuresCache) give() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.taken = false
