@@ -14,15 +14,31 @@ type Rating struct {
 	Node *Node
 	Req  *Request
 	W    *Workload
+	measured
+}
 
+// measured is what is measured of a node as it is, under a workload
+// estimate: a Rating's, and what Measures keep of it.
+type measured struct {
 	// What the measures below are known for (the have* bits).
 	have uint8
-	frag float64 // Fragmentation(Node, W)
-	size int64   // cardSize(Node)
+	frag float64 // Fragmentation(node, w)
+	size int64   // cardSize(node)
 	// room is what fill reads of the node's cards (fillRoom.measure), and
-	// unfill unfillable(Node, W, -1, 0).
+	// unfill unfillable(node, w, -1, 0).
 	room   fillRoom
 	unfill float64
+}
+
+// copyFrom sets d to s, reusing d's memory for the room (copied only
+// when s has measured it).
+func (d *measured) copyFrom(s *measured) {
+	rooms := d.room.rooms[:0]
+	if s.have&haveRoom != 0 {
+		rooms = append(rooms, s.room.rooms...)
+	}
+	*d = *s
+	d.room.rooms = rooms
 }
 
 const (
@@ -83,14 +99,9 @@ func (rt *Rating) cardSize() int64 {
 type Measures struct {
 	// at is the node's Version plus one (0: nothing kept), w the workload
 	// estimate they were measured under.
-	at   uint64
-	w    *Workload
-	have uint8
-	frag float64
-	size int64
-	room fillRoom
-	// unfill is unfillable(node, w, -1, 0).
-	unfill float64
+	at uint64
+	w  *Workload
+	measured
 }
 
 // PlaceMeasured is Place, starting from m's measures of n when they were
@@ -107,22 +118,11 @@ func PlaceMeasured(n *Node, r *Request, p *Policy, w *Workload, m *Measures) (De
 }
 
 // load starts rt from the measures kept in m (of rt's node).
-func (rt *Rating) load(m *Measures) {
-	rt.have, rt.frag, rt.size, rt.unfill = m.have, m.frag, m.size, m.unfill
-	if m.have&haveRoom != 0 {
-		rt.room.idle = m.room.idle
-		rt.room.rooms = append(rt.room.rooms[:0], m.room.rooms...)
-	}
-}
+func (rt *Rating) load(m *Measures) { rt.measured.copyFrom(&m.measured) }
 
 // store keeps in m what rt measured, when it measured more than m holds.
 func (rt *Rating) store(m *Measures) {
-	if rt.have&^m.have == 0 {
-		return
-	}
-	m.have, m.frag, m.size, m.unfill = rt.have, rt.frag, rt.size, rt.unfill
-	if rt.have&haveRoom != 0 {
-		m.room.idle = rt.room.idle
-		m.room.rooms = append(m.room.rooms[:0], rt.room.rooms...)
+	if rt.have&^m.have != 0 {
+		m.measured.copyFrom(&rt.measured)
 	}
 }
