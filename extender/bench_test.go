@@ -236,7 +236,7 @@ func BenchmarkFilterPrioritizeTrace(b *testing.B) {
 // BenchmarkFilterPrioritize5000 measures one filter and one prioritize over
 // 5,000 nodes of 8 x 80 GiB cards in node-name mode, each node half used.
 func BenchmarkFilterPrioritize5000(b *testing.B) {
-	for _, pol := range []string{"binpack", "fgd"} {
+	for _, pol := range []string{"binpack", "fgd", "fill"} {
 		b.Run(pol, func(b *testing.B) {
 			srv, names := cluster5000(b, pol)
 			benchVerbs(b, srv, fixture.MakePod().Name("bench").GPUMem(20).Obj(), names)

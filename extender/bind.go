@@ -111,11 +111,11 @@ func (s *Server) assume(ctx context.Context, pod *corev1.Pod, req *policy.Reques
 	}
 	for attempt := 0; ; attempt++ {
 		r := s.evaluate(ctx, req, []string{node}).results[0]
-		if !r.known {
+		if !r.known() {
 			return nil, fmt.Errorf("node %s is not known to the extender", node)
 		}
-		if r.unfit != nil {
-			return nil, fmt.Errorf("pod %s no longer fits node %s: %s", klog.KObj(pod), node, r.unfit.Message(s.unit))
+		if r.miss != nil {
+			return nil, fmt.Errorf("pod %s no longer fits node %s: %s", klog.KObj(pod), node, r.miss.unfit.Message(s.unit))
 		}
 		a := r.decision.Allocation()
 		err := s.cache.Assume(pod, req, node, a)

@@ -9,6 +9,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/util/workqueue"
 
+	"github.com/gpupack/gpupack/contract"
 	"github.com/gpupack/gpupack/extender/cache"
 	"github.com/gpupack/gpupack/extender/policy"
 )
@@ -27,20 +28,29 @@ type evaluation struct {
 	results []*nodeResult
 }
 
-// nodeResult is Place's answer for one node at one version of it.
+// nodeResult is Place's answer for one node at one version of it. A cold
+// evaluation of a large cluster makes one a node, so it is small, with one
+// pointer for the collector to follow: what only a node where the pod does
+// not fit needs is behind miss.
 type nodeResult struct {
-	known    bool // false: the cache does not know the node
-	version  uint64
 	decision policy.Decision
-	unfit    *policy.Unfit
+	miss     *miss // nil where the pod fits
+}
+
+// miss is why a pod does not fit a node.
+type miss struct {
+	unfit *policy.Unfit
 	// reason is unfit's message, made once per node version.
 	reason string
 }
 
-func (r *nodeResult) fits() bool { return r.known && r.unfit == nil }
+// known is false for the answer of a node the cache does not know.
+func (r *nodeResult) known() bool { return r != unknownNode }
+
+func (r *nodeResult) fits() bool { return r.known() && r.miss == nil }
 
 // unknownNode is the answer for a node the cache does not know.
-var unknownNode = &nodeResult{}
+var unknownNode = &nodeResult{miss: &miss{reason: "gpupack: node is not in the extender's cache (deleted, or not yet seen)"}}
 
 // result returns the answer for a node, if the evaluation has one.
 func (ev *evaluation) result(node string) (*nodeResult, bool) {
@@ -129,12 +139,14 @@ func (s *Server) evaluate(ctx context.Context, req *policy.Request, names []stri
 			}
 			d, u := policy.PlaceMeasured(n, req, s.policy, wl, m)
 			r := &made[j]
-			*r = nodeResult{known: true, version: n.Version, decision: d, unfit: u}
+			r.decision = d
 			if u != nil {
-				r.reason = "gpupack: " + u.Message(s.unit)
+				// Its reason is written below.
+				r.miss = &miss{unfit: u}
 			}
 			ev.results[i] = r
 		}, workqueue.WithChunkSize(chunk))
+		rs := reasons{unit: s.unit}
 		for _, i := range todo {
 			r := ev.results[i]
 			if r == nil {
@@ -143,12 +155,50 @@ func (s *Server) evaluate(ctx context.Context, req *policy.Request, names []stri
 				ev.results[i] = unknownNode
 				continue
 			}
+			if r.miss != nil {
+				r.miss.reason = rs.of(r.miss.unfit)
+			}
 			v := snap.Nodes[i]
 			kept.Keep(v.Slot, v.Node, r)
 		}
 	}
 	s.results.give(key, kept)
 	return ev
+}
+
+// reasons writes the reasons of one evaluation's unfit nodes. On a busy
+// cluster most nodes do not fit, many for the same reason in the same
+// numbers ("no card has free memory, container "c0" needs 8 GiB"): such
+// nodes share one message, formatted once.
+type reasons struct {
+	unit contract.Unit
+	made map[unfitKey]string
+}
+
+// unfitKey is what Unfit.Message reads of an Unfit without a list of
+// models (TestUnfitKeyCoversMessage keeps the two in step).
+type unfitKey struct {
+	kind       policy.UnfitKind
+	container  string
+	need, have int64
+	cards      int
+}
+
+// of is u's reason as filter reports it.
+func (rs *reasons) of(u *policy.Unfit) string {
+	if len(u.Models) > 0 || len(u.NodeModels) > 0 {
+		return "gpupack: " + u.Message(rs.unit)
+	}
+	k := unfitKey{kind: u.Kind, container: u.Container, need: u.Need, have: u.Have, cards: u.Cards}
+	if m, ok := rs.made[k]; ok {
+		return m
+	}
+	if rs.made == nil {
+		rs.made = map[unfitKey]string{}
+	}
+	m := "gpupack: " + u.Message(rs.unit)
+	rs.made[k] = m
+	return m
 }
 
 // snapshots are the cache snapshots of past evaluations, for the memory of

@@ -3,6 +3,8 @@ package extender
 import (
 	"context"
 	"fmt"
+	"math/rand"
+	"reflect"
 	"slices"
 	"testing"
 
@@ -19,7 +21,7 @@ import (
 // answer (policy.Answers): a node's answer for a request shape is computed
 // again when the node has changed since, and only then, whichever nodes the
 // evaluations in between were asked about. A reused answer is the one kept,
-// so its Unfit is the same pointer; a new one is a new pointer.
+// so its miss is the same pointer; a new one is a new pointer.
 func TestEvaluateKeepsAnswers(t *testing.T) {
 	srv := benchServer(t, "binpack", contract.GiB)
 	ctx := context.Background()
@@ -29,12 +31,12 @@ func TestEvaluateKeepsAnswers(t *testing.T) {
 	req, _ := cache.RequestOf(fixture.MakePod().Name("p").GPUMem(4).Obj())
 	first := srv.evaluate(ctx, req, all)
 	for i, r := range first.results {
-		if !r.known || r.unfit == nil {
+		if !r.known() || r.miss == nil {
 			t.Fatalf("node %s: %+v, want unfit", all[i], r)
 		}
 	}
 	// Another pod of the shape, on b alone (as prioritize after a filter).
-	if b := srv.evaluate(ctx, req, []string{"b"}); b.results[0].unfit != first.results[1].unfit {
+	if b := srv.evaluate(ctx, req, []string{"b"}); b.results[0].miss != first.results[1].miss {
 		t.Error("b was rated again, unchanged")
 	}
 	// a changes: 14 freed (16 free), the share fits there now.
@@ -44,7 +46,7 @@ func TestEvaluateKeepsAnswers(t *testing.T) {
 		t.Errorf("a after its 14 went: %+v, want it to fit", again.results[0])
 	}
 	for i := 1; i < 3; i++ {
-		if again.results[i].unfit != first.results[i].unfit {
+		if again.results[i].miss != first.results[i].miss {
 			t.Errorf("%s was rated again, unchanged since the first evaluation", all[i])
 		}
 	}
@@ -70,13 +72,13 @@ func TestEvaluationIsImmutable(t *testing.T) {
 	if !again.results[0].fits() {
 		t.Fatalf("a after its 14 went: %+v, want it to fit", *again.results[0])
 	}
-	if r := first.results[0]; r.fits() || r.version != firstA.version || r.unfit != firstA.unfit || r.reason != firstA.reason {
+	if r := first.results[0]; r.fits() || r.miss != firstA.miss || *r.miss != *firstA.miss {
 		t.Errorf("the first evaluation's answer for a changed to %+v, want %+v", *r, firstA)
 	}
 	if again.results[1] != first.results[1] {
 		t.Error("b's answer was copied or rated again, unchanged since the first evaluation")
 	}
-	if r := again.results[2]; r.known || r.fits() {
+	if r := again.results[2]; r.known() || r.fits() {
 		t.Errorf("ghost: %+v, want unknown", *r)
 	}
 }
@@ -124,12 +126,48 @@ func TestEvaluateWithMeasures(t *testing.T) {
 					for i, name := range asked {
 						want, wantU := policy.Place(lookup(name), req, srv.policy, w)
 						got := ev.results[i]
-						if (got.unfit == nil) != (wantU == nil) || got.decision.Score != want.Score || !cmp.Equal(got.decision.Allocation(), want.Allocation()) {
+						if (got.miss == nil) != (wantU == nil) || got.decision.Score != want.Score || !cmp.Equal(got.decision.Allocation(), want.Allocation()) {
 							t.Fatalf("pod %d (%d GiB), %s at %d: evaluated %+v, afresh %+v %v", k, gib, name, i, got, want, wantU)
 						}
 					}
 				})
 			}
 		})
+	}
+}
+
+// TestReasons checks that the reasons an evaluation shares between unfit
+// nodes are each node's own message, and that the key they are shared by
+// is all that Unfit.Message reads: a field added to Unfit must be added
+// to unfitKey, or named here as one the message does not read.
+func TestReasons(t *testing.T) {
+	known := map[string]bool{"Kind": true, "Container": true, "Need": true, "Have": true, "Cards": true, "Models": true, "NodeModels": true, "Unresolvable": false}
+	ut := reflect.TypeFor[policy.Unfit]()
+	for i := range ut.NumField() {
+		if _, ok := known[ut.Field(i).Name]; !ok {
+			t.Errorf("policy.Unfit has a field %s that unfitKey does not know: add it to the key if Message reads it", ut.Field(i).Name)
+		}
+	}
+	rng := rand.New(rand.NewSource(1))
+	rs := reasons{unit: contract.GiB}
+	for range 5000 {
+		u := &policy.Unfit{
+			Kind:         policy.UnfitKind(rng.Intn(int(policy.UnfitSearchBudget) + 1)),
+			Container:    []string{"c0", "c1"}[rng.Intn(2)],
+			Need:         int64(rng.Intn(4)),
+			Have:         int64(rng.Intn(4)),
+			Cards:        rng.Intn(3),
+			Unresolvable: rng.Intn(2) == 0,
+		}
+		if rng.Intn(4) == 0 {
+			u.Models, u.NodeModels = []string{"A100"}, []string{[]string{"1 x T4", "2 x L4"}[rng.Intn(2)]}
+		}
+		if got, want := rs.of(u), "gpupack: "+u.Message(contract.GiB); got != want {
+			t.Fatalf("%+v: reason %q, want %q", *u, got, want)
+		}
+	}
+	// Kinds, containers, needs, haves and cards: the messages there can be.
+	if most := (int(policy.UnfitSearchBudget) + 1) * 2 * 4 * 4 * 3; len(rs.made) == 0 || len(rs.made) > most {
+		t.Errorf("%d messages made for 5,000 unfit nodes, of at most %d different", len(rs.made), most)
 	}
 }

@@ -67,6 +67,7 @@ func (s *Server) Filter(ctx context.Context, args *extenderv1.ExtenderArgs) (*ex
 		// A request no node can ever serve: say so on every node.
 		log.V(2).Info("Rejecting a GPU request", "err", err)
 		msg := "gpupack: " + err.Error()
+		res.FailedAndUnresolvableNodes = make(extenderv1.FailedNodesMap, len(names))
 		for _, n := range names {
 			res.FailedAndUnresolvableNodes[n] = msg
 		}
@@ -74,21 +75,34 @@ func (s *Server) Filter(ctx context.Context, args *extenderv1.ExtenderArgs) (*ex
 		return keep(args, res, nil), nil
 	}
 	ev := s.evaluate(ctx, req, names)
+	// The maps are made at their size: on a busy cluster they hold most of
+	// thousands of nodes.
+	var failed, unresolvable int
+	for _, r := range ev.results {
+		switch {
+		case r.miss == nil:
+		case r.known() && r.miss.unfit.Unresolvable:
+			unresolvable++
+		default:
+			failed++
+		}
+	}
+	res.FailedNodes, res.FailedAndUnresolvableNodes = make(extenderv1.FailedNodesMap, failed), make(extenderv1.FailedNodesMap, unresolvable)
 	fit := make([]int, 0, len(names)) // positions of the nodes where the pod fits
 	rejected := map[string]int{}
 	for i, n := range names {
 		r := ev.results[i]
 		switch {
-		case !r.known:
-			res.FailedNodes[n] = "gpupack: node is not in the extender's cache (deleted, or not yet seen)"
+		case !r.known():
+			res.FailedNodes[n] = r.miss.reason
 			rejected["unknown_node"]++
-		case r.unfit != nil:
-			if r.unfit.Unresolvable {
-				res.FailedAndUnresolvableNodes[n] = r.reason
+		case r.miss != nil:
+			if r.miss.unfit.Unresolvable {
+				res.FailedAndUnresolvableNodes[n] = r.miss.reason
 			} else {
-				res.FailedNodes[n] = r.reason
+				res.FailedNodes[n] = r.miss.reason
 			}
-			rejected[reasonLabel(r.unfit)]++
+			rejected[reasonLabel(r.miss.unfit)]++
 		default:
 			fit = append(fit, i)
 		}

@@ -19,13 +19,14 @@ const searchBudget = 4096
 
 // Decision is a placement of a pod on a node, with the policy's raw score.
 type Decision struct {
-	Node  string
 	Score float64
 	// alloc is the placement; a one-card placement is kept as one, so
 	// that rating thousands of nodes does not build thousands of maps.
 	alloc contract.Allocation
-	one   struct {
-		container, card int
+	// one is a one-card placement (a placement of anything else is
+	// alloc): the container's and the card's indices, and the units.
+	one struct {
+		container, card int32
 		units           int64
 	}
 }
@@ -35,7 +36,7 @@ func (d Decision) Allocation() contract.Allocation {
 	if d.alloc != nil {
 		return d.alloc.Clone()
 	}
-	return contract.Allocation{d.one.container: {d.one.card: d.one.units}}
+	return contract.Allocation{int(d.one.container): {int(d.one.card): d.one.units}}
 }
 
 // afterPool holds scratch nodes for NodeScore's "after" state.
@@ -163,7 +164,7 @@ func place(n *Node, r *Request, p *Policy, w *Workload, m *Measures) (Decision, 
 	after.MemFree -= r.MemMiB
 	rt := rate(n, r, w, m)
 	defer rt.done(m)
-	return Decision{Node: n.Name, alloc: alloc, Score: p.NodeScore(rt, after)}, nil
+	return Decision{alloc: alloc, Score: p.NodeScore(rt, after)}, nil
 }
 
 // placeOne is Place for the common pod: one container on one card. It
@@ -201,8 +202,14 @@ func placeOne(n *Node, r *Request, p *Policy, w *Workload, m *Measures) (Decisio
 	if best < 0 {
 		return Decision{}, false
 	}
-	d := Decision{Node: n.Name, Score: scoreAfter(rt, best, bestShare, p)}
-	d.one.container, d.one.card, d.one.units = c.Index, n.Cards[best].Index, bestShare
+	d := Decision{Score: scoreAfter(rt, best, bestShare, p)}
+	if ci, ki := c.Index, n.Cards[best].Index; ci == int(int32(ci)) && ki == int(int32(ki)) {
+		d.one.container, d.one.card, d.one.units = int32(ci), int32(ki), bestShare
+	} else {
+		// An index no card has (a forged inventory may say anything)
+		// is kept whole.
+		d.alloc = contract.Allocation{ci: {ki: bestShare}}
+	}
 	return d, true
 }
 

@@ -76,6 +76,12 @@ func TestPlaceCardChoice(t *testing.T) {
 		name: "backtracking finds the placement greedy misses", policy: Spread,
 		node: node16(6, 10), req: reqOf(share(5), share(5), share(6)),
 		want: contract.Allocation{0: {0: 5}, 1: {0: 5}, 2: {1: 6}},
+	}, {
+		// a forged inventory may give any index: it is kept as given, not
+		// cut to the width a one-card placement is kept in.
+		name: "a card index beyond 32 bits", policy: Binpack,
+		node: &Node{Cards: []Card{{Index: 1<<40 + 3, Model: "T4", Total: 16, Healthy: true}}}, req: reqOf(share(4)),
+		want: contract.Allocation{0: {1<<40 + 3: 4}},
 	}}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
