@@ -204,33 +204,50 @@ func replay(tb testing.TB, srv *Server, names []string, pods []*corev1.Pod, capa
 func BenchmarkFilterPrioritizeTrace(b *testing.B) {
 	for _, pol := range []string{"fill", "binpack", "spread", "fgd"} {
 		b.Run(pol, func(b *testing.B) {
-			srv := benchServer(b, pol, contract.MiB)
-			var names []string
-			var capacity int64
-			for _, n := range traceNodes(b) {
-				srv.cache.SetNode(n)
-				names = append(names, n.Name)
-			}
-			for _, n := range srv.cache.Inspect("") {
-				capacity += n.Total
-			}
-			seed := int64(42)
-			if v := os.Getenv("GPUPACK_TRACE_SEED"); v != "" {
-				var err error
-				if seed, err = strconv.ParseInt(v, 10, 64); err != nil {
-					b.Fatalf("GPUPACK_TRACE_SEED: %v", err)
-				}
-			}
-			pods := tracePods(b, "default", seed, capacity)
-			for _, p := range pods {
-				srv.cache.SetPod(p) // the workload estimate sees every pod
-			}
-			unalloc, _ := replay(b, srv, names, pods, capacity, 100, false)
+			srv, names := traceCluster(b, pol, 1)
 			pod := fixture.MakePod().Name("bench").Container("500", "", "4000m").Obj()
-			b.Logf("%s: unallocated GPU at 100%% arrived (default workload, seed %d): %.2f%%", pol, seed, unalloc)
 			benchVerbs(b, srv, pod, names)
 		})
 	}
+}
+
+// traceCluster is a server under pol over the openb trace's nodes, copies
+// times over (the copies' names end in -1, -2, ...), filled by replaying
+// the default workload (seed 42, or GPUPACK_TRACE_SEED; its pods drawn for
+// the copies' GPUs) to 100% arrived through the same code, and the nodes'
+// names. It logs the unallocated GPU % it left (-v).
+func traceCluster(b *testing.B, pol string, copies int) (*Server, []string) {
+	srv := benchServer(b, pol, contract.MiB)
+	var names []string
+	var capacity int64
+	nodes := traceNodes(b)
+	for c := range copies {
+		for _, n := range nodes {
+			if c > 0 {
+				n = n.DeepCopy()
+				n.Name = fmt.Sprintf("%s-%d", n.Name, c)
+			}
+			srv.cache.SetNode(n)
+			names = append(names, n.Name)
+		}
+	}
+	for _, n := range srv.cache.Inspect("") {
+		capacity += n.Total
+	}
+	seed := int64(42)
+	if v := os.Getenv("GPUPACK_TRACE_SEED"); v != "" {
+		var err error
+		if seed, err = strconv.ParseInt(v, 10, 64); err != nil {
+			b.Fatalf("GPUPACK_TRACE_SEED: %v", err)
+		}
+	}
+	pods := tracePods(b, "default", seed, capacity)
+	for _, p := range pods {
+		srv.cache.SetPod(p) // the workload estimate sees every pod
+	}
+	unalloc, _ := replay(b, srv, names, pods, capacity, 100, false)
+	b.Logf("%s, %d nodes: unallocated GPU at 100%% arrived (default workload, seed %d): %.2f%%", pol, len(names), seed, unalloc)
+	return srv, names
 }
 
 // BenchmarkFilterPrioritize5000 measures one filter and one prioritize over

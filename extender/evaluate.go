@@ -2,6 +2,7 @@ package extender
 
 import (
 	"context"
+	"encoding/json"
 	"slices"
 	"sync"
 	"time"
@@ -40,8 +41,25 @@ type nodeResult struct {
 // miss is why a pod does not fit a node.
 type miss struct {
 	unfit *policy.Unfit
-	// reason is unfit's message, made once per node version.
-	reason string
+	// reason is unfit's message, made once per node version, and shared
+	// by the evaluation's nodes that fail alike.
+	reason *reason
+}
+
+// reason is why a node fails as filter reports it: its text, and the text
+// as encoding/json writes a string, for the answer (filterjson.go).
+type reason struct {
+	text string
+	json []byte
+}
+
+func newReason(text string) *reason {
+	out, err := json.Marshal(text)
+	if err != nil {
+		// A string always encodes.
+		panic(err)
+	}
+	return &reason{text: text, json: out}
 }
 
 // known is false for the answer of a node the cache does not know.
@@ -50,7 +68,7 @@ func (r *nodeResult) known() bool { return r != unknownNode }
 func (r *nodeResult) fits() bool { return r.known() && r.miss == nil }
 
 // unknownNode is the answer for a node the cache does not know.
-var unknownNode = &nodeResult{miss: &miss{reason: "gpupack: node is not in the extender's cache (deleted, or not yet seen)"}}
+var unknownNode = &nodeResult{miss: &miss{reason: newReason("gpupack: node is not in the extender's cache (deleted, or not yet seen)")}}
 
 // result returns the answer for a node, if the evaluation has one.
 func (ev *evaluation) result(node string) (*nodeResult, bool) {
@@ -166,17 +184,17 @@ func (s *Server) evaluate(ctx context.Context, req *policy.Request, names []stri
 	return ev
 }
 
-// reasons writes the reasons of one evaluation's unfit nodes. On a busy
+// reasons makes the reasons of one evaluation's unfit nodes. On a busy
 // cluster most nodes do not fit, many for the same reason in the same
 // numbers ("no card has free memory, container "c0" needs 8 GiB"): such
-// nodes share one message, formatted once.
+// nodes share one reason, made once.
 type reasons struct {
 	unit contract.Unit
-	made map[unfitKey]string
+	made map[unfitKey]*reason
 }
 
 // unfitKey is what Unfit.Message reads of an Unfit without a list of
-// models (TestUnfitKeyCoversMessage keeps the two in step).
+// models (TestReasons keeps the two in step).
 type unfitKey struct {
 	kind       policy.UnfitKind
 	container  string
@@ -185,20 +203,20 @@ type unfitKey struct {
 }
 
 // of is u's reason as filter reports it.
-func (rs *reasons) of(u *policy.Unfit) string {
+func (rs *reasons) of(u *policy.Unfit) *reason {
 	if len(u.Models) > 0 || len(u.NodeModels) > 0 {
-		return "gpupack: " + u.Message(rs.unit)
+		return newReason("gpupack: " + u.Message(rs.unit))
 	}
 	k := unfitKey{kind: u.Kind, container: u.Container, need: u.Need, have: u.Have, cards: u.Cards}
-	if m, ok := rs.made[k]; ok {
-		return m
+	if r, ok := rs.made[k]; ok {
+		return r
 	}
 	if rs.made == nil {
-		rs.made = map[unfitKey]string{}
+		rs.made = map[unfitKey]*reason{}
 	}
-	m := "gpupack: " + u.Message(rs.unit)
-	rs.made[k] = m
-	return m
+	r := newReason("gpupack: " + u.Message(rs.unit))
+	rs.made[k] = r
+	return r
 }
 
 // snapshots are the cache snapshots of past evaluations, for the memory of

@@ -1,11 +1,14 @@
 package extender
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"math/rand"
 	"reflect"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -162,12 +165,49 @@ func TestReasons(t *testing.T) {
 		if rng.Intn(4) == 0 {
 			u.Models, u.NodeModels = []string{"A100"}, []string{[]string{"1 x T4", "2 x L4"}[rng.Intn(2)]}
 		}
-		if got, want := rs.of(u), "gpupack: "+u.Message(contract.GiB); got != want {
-			t.Fatalf("%+v: reason %q, want %q", *u, got, want)
+		want := "gpupack: " + u.Message(contract.GiB)
+		wantJSON, _ := json.Marshal(want)
+		if got := rs.of(u); got.text != want || !bytes.Equal(got.json, wantJSON) {
+			t.Fatalf("%+v: reason %q (%s), want %q (%s)", *u, got.text, got.json, want, wantJSON)
 		}
 	}
 	// Kinds, containers, needs, haves and cards: the messages there can be.
 	if most := (int(policy.UnfitSearchBudget) + 1) * 2 * 4 * 4 * 3; len(rs.made) == 0 || len(rs.made) > most {
 		t.Errorf("%d messages made for 5,000 unfit nodes, of at most %d different", len(rs.made), most)
+	}
+}
+
+// TestByName checks byName's order against sorting the names' bytes, on
+// names of a few letters and zeros that share a prefix, end inside it or
+// after it, and come twice.
+func TestByName(t *testing.T) {
+	rng := rand.New(rand.NewSource(1))
+	for range 2000 {
+		prefix := strings.Repeat("x", rng.Intn(12))
+		names := make([]string, 1+rng.Intn(40))
+		for i := range names {
+			b := []byte(prefix[:rng.Intn(len(prefix)+1)])
+			if rng.Intn(3) > 0 {
+				b = []byte(prefix)
+			}
+			for range rng.Intn(12) {
+				b = append(b, "\x00ab"[rng.Intn(3)])
+			}
+			names[i] = string(b)
+		}
+		var at []int
+		for i := range names {
+			if rng.Intn(4) > 0 {
+				at = append(at, i)
+			}
+		}
+		if len(at) == 0 {
+			continue
+		}
+		want := slices.Clone(at)
+		slices.SortStableFunc(want, func(i, j int) int { return strings.Compare(names[i], names[j]) })
+		if got := byName(names, at); !slices.Equal(got, want) {
+			t.Fatalf("names %q at %v: byName %v, want %v", names, at, got, want)
+		}
 	}
 }

@@ -1,10 +1,14 @@
 package extender
 
 import (
+	"bytes"
 	"encoding/json"
 	"net/http"
+	"strings"
 	"testing"
 
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	extenderv1 "k8s.io/kube-scheduler/extender/v1"
 
 	"github.com/gpupack/gpupack/internal/fixture"
@@ -41,6 +45,55 @@ func FuzzHandlers(f *testing.F) {
 					t.Fatalf("%s card %d over-committed: %d > %d", n.Name, c.Index, c.Allocated, c.Total)
 				}
 			}
+		}
+	})
+}
+
+// FuzzFilterAnswerJSON checks that filter's answer is written exactly as
+// json.Encoder writes its ExtenderFilterResult, whatever its names (a name
+// may come twice) and reasons. names and reasons are lists separated by
+// 0x1e; the node at position i fails when bit i%8 of fails is set, with
+// reason i%len(reasons), unresolvable when bit 2+i%6 of mode is set;
+// mode's bits 0 and 1 choose which other parts are set.
+func FuzzFilterAnswerJSON(f *testing.F) {
+	f.Add("n1\x1en2\x1e<n&1>\x1enode-0001", "gpupack: largest free card has 6 GiB, container \"c0\" needs 8 GiB\x1eé\u2028\x1e\xff", uint8(0xff), uint8(3))
+	f.Add("", "", uint8(0), uint8(0))
+	// a name at several positions, failing both ways
+	f.Add("a\x1eb\x1ea\x1ea\x1eb\x1ea", "x\x1ey\x1ez", uint8(0x3f), uint8(0x0e))
+	// names that share long prefixes, end inside them, and hold zeros
+	f.Add("gpu-node-0001.example.com\x1egpu-node-0001\x1egpu-node-0001.example.co\x1egpu-node-0001\x00\x1egpu-node-0001\x00\x00x\x1egpu-node-0002", "r", uint8(0xff), uint8(0))
+	// Each byte encoding/json escapes, alone in a name and in a reason.
+	for _, c := range []string{"<", ">", "&", `"`, `\\`, "\t", "\x7f", "é", "\u2028", "\xff"} {
+		f.Add("a"+c+"b\x1en", "r"+c, uint8(0xff), uint8(3))
+	}
+	f.Fuzz(func(t *testing.T, names, reasons string, fails, mode uint8) {
+		ns, texts := strings.Split(names, "\x1e"), strings.Split(reasons, "\x1e")
+		rs := make([]*reason, len(texts))
+		for i, text := range texts {
+			rs[i] = newReason(text)
+		}
+		a := &filterAnswer{res: &extenderv1.ExtenderFilterResult{Error: texts[len(texts)-1]}, names: ns}
+		if mode&1 != 0 {
+			a.res.NodeNames = &ns
+		}
+		if mode&2 != 0 {
+			a.res.Nodes = &corev1.NodeList{Items: []corev1.Node{{ObjectMeta: metav1.ObjectMeta{Name: ns[0]}}}}
+		}
+		for i := range ns {
+			if fails&(1<<(i%8)) != 0 {
+				a.failed = append(a.failed, i)
+			}
+		}
+		a.why = func(i int) (*reason, bool) { return rs[i%len(rs)], mode&(4<<(i%6)) != 0 }
+		var want, got bytes.Buffer
+		if err := json.NewEncoder(&want).Encode(a.result()); err != nil {
+			t.Fatal(err)
+		}
+		if err := writeFilterAnswer(&got, a); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got.Bytes(), want.Bytes()) {
+			t.Fatalf("written:\n%q\nencoding/json:\n%q", got.Bytes(), want.Bytes())
 		}
 	})
 }

@@ -52,63 +52,94 @@ func checkArgs(args *extenderv1.ExtenderArgs) ([]string, error) {
 // healthy cards of an allowed model (under filterKeeps: best, the best of
 // them only), and says for each node where it does not fit why not.
 func (s *Server) Filter(ctx context.Context, args *extenderv1.ExtenderArgs) (*extenderv1.ExtenderFilterResult, error) {
+	a, err := s.filter(ctx, args)
+	if err != nil {
+		return nil, err
+	}
+	return a.result(), nil
+}
+
+// filterAnswer is Filter's answer before its maps of failed nodes are
+// made: the HTTP handler writes them from the list of failed nodes
+// (writeFilterAnswer), as encoding/json writes the maps, without making
+// them. On a busy cluster they hold most of thousands of nodes.
+type filterAnswer struct {
+	// res is the answer without its maps.
+	res   *extenderv1.ExtenderFilterResult
+	names []string
+	// failed are the positions in names of the nodes that fail, in
+	// increasing order, and why says why the one at a position does.
+	failed []int
+	why    func(i int) (r *reason, unresolvable bool)
+}
+
+// result is the answer with its maps: a node named twice is in a map
+// once, with why of its last position (as the maps were filled).
+func (a *filterAnswer) result() *extenderv1.ExtenderFilterResult {
+	res := *a.res
+	res.FailedNodes, res.FailedAndUnresolvableNodes = extenderv1.FailedNodesMap{}, extenderv1.FailedNodesMap{}
+	for _, i := range a.failed {
+		if r, unresolvable := a.why(i); unresolvable {
+			res.FailedAndUnresolvableNodes[a.names[i]] = r.text
+		} else {
+			res.FailedNodes[a.names[i]] = r.text
+		}
+	}
+	return &res
+}
+
+// filter is Filter, answering with its maps not yet made.
+func (s *Server) filter(ctx context.Context, args *extenderv1.ExtenderArgs) (*filterAnswer, error) {
 	names, err := checkArgs(args)
 	if err != nil {
 		return nil, err
 	}
 	log := klog.FromContext(ctx).WithValues("pod", klog.KObj(args.Pod))
-	res := &extenderv1.ExtenderFilterResult{FailedNodes: extenderv1.FailedNodesMap{}, FailedAndUnresolvableNodes: extenderv1.FailedNodesMap{}}
+	a := &filterAnswer{res: &extenderv1.ExtenderFilterResult{}, names: names}
 	req, err := cache.RequestOf(args.Pod)
 	switch {
 	case errors.Is(err, contract.ErrNoGPU):
 		// Not ours to judge: every node passes.
-		return passAll(args, res), nil
+		passAll(args, a.res)
+		return a, nil
 	case err != nil:
 		// A request no node can ever serve: say so on every node.
 		log.V(2).Info("Rejecting a GPU request", "err", err)
-		msg := "gpupack: " + err.Error()
-		res.FailedAndUnresolvableNodes = make(extenderv1.FailedNodesMap, len(names))
-		for _, n := range names {
-			res.FailedAndUnresolvableNodes[n] = msg
+		msg := newReason("gpupack: " + err.Error())
+		a.failed = make([]int, len(names))
+		for i := range a.failed {
+			a.failed[i] = i
 		}
+		a.why = func(int) (*reason, bool) { return msg, true }
 		s.metrics.rejections.WithLabelValues("bad_request").Add(float64(len(names)))
-		return keep(args, res, nil), nil
+		keep(args, a.res, nil)
+		return a, nil
 	}
 	ev := s.evaluate(ctx, req, names)
-	// The maps are made at their size: on a busy cluster they hold most of
-	// thousands of nodes.
-	var failed, unresolvable int
-	for _, r := range ev.results {
-		switch {
-		case r.miss == nil:
-		case r.known() && r.miss.unfit.Unresolvable:
-			unresolvable++
-		default:
-			failed++
-		}
-	}
-	res.FailedNodes, res.FailedAndUnresolvableNodes = make(extenderv1.FailedNodesMap, failed), make(extenderv1.FailedNodesMap, unresolvable)
 	fit := make([]int, 0, len(names)) // positions of the nodes where the pod fits
-	rejected := map[string]int{}
-	for i, n := range names {
-		r := ev.results[i]
+	unknown, rejected := 0, map[policy.UnfitKind]int{}
+	for i, r := range ev.results {
 		switch {
 		case !r.known():
-			res.FailedNodes[n] = r.miss.reason
-			rejected["unknown_node"]++
+			a.failed = append(a.failed, i)
+			unknown++
 		case r.miss != nil:
-			if r.miss.unfit.Unresolvable {
-				res.FailedAndUnresolvableNodes[n] = r.miss.reason
-			} else {
-				res.FailedNodes[n] = r.miss.reason
-			}
-			rejected[reasonLabel(r.miss.unfit)]++
+			a.failed = append(a.failed, i)
+			rejected[r.miss.unfit.Kind]++
 		default:
 			fit = append(fit, i)
 		}
 	}
-	for reason, count := range rejected {
-		s.metrics.rejections.WithLabelValues(reason).Add(float64(count))
+	results := ev.results
+	a.why = func(i int) (*reason, bool) {
+		m := results[i].miss
+		return m.reason, m.unfit != nil && m.unfit.Unresolvable
+	}
+	if unknown > 0 {
+		s.metrics.rejections.WithLabelValues("unknown_node").Add(float64(unknown))
+	}
+	for kind, count := range rejected {
+		s.metrics.rejections.WithLabelValues(reasonLabel(kind)).Add(float64(count))
 	}
 	if s.cfg.FilterKeeps == config.FilterKeepsBest && len(fit) > 0 {
 		// The other fitting nodes are left out of the answer, not failed:
@@ -117,7 +148,8 @@ func (s *Server) Filter(ctx context.Context, args *extenderv1.ExtenderArgs) (*ex
 		log.V(4).Info("Filtered", "nodes", len(names), "fit", len(fit), "best", len(best))
 		ev = ev.subset(best)
 		s.memo.put(args.Pod.UID, ev)
-		return keep(args, res, best), nil
+		keep(args, a.res, best)
+		return a, nil
 	}
 	s.memo.put(args.Pod.UID, ev)
 	log.V(4).Info("Filtered", "nodes", len(names), "fit", len(fit))
@@ -125,9 +157,11 @@ func (s *Server) Filter(ctx context.Context, args *extenderv1.ExtenderArgs) (*ex
 		// Every node fits: the answer is the request's list as it came
 		// (no copy of thousands of names; an empty list is answered as
 		// keep answers it, never null).
-		return passAll(args, res), nil
+		passAll(args, a.res)
+		return a, nil
 	}
-	return keep(args, res, fit), nil
+	keep(args, a.res, fit)
+	return a, nil
 }
 
 // bestOf returns, in increasing order, the positions among fit (positions
@@ -152,28 +186,26 @@ func bestOf(ev *evaluation, fit []int, n int) []int {
 	return best
 }
 
-func passAll(args *extenderv1.ExtenderArgs, res *extenderv1.ExtenderFilterResult) *extenderv1.ExtenderFilterResult {
+func passAll(args *extenderv1.ExtenderArgs, res *extenderv1.ExtenderFilterResult) {
 	res.NodeNames, res.Nodes = args.NodeNames, args.Nodes
-	return res
 }
 
 // keep answers in the mode of the request with the nodes at positions at
 // (increasing), in the request's order.
-func keep(args *extenderv1.ExtenderArgs, res *extenderv1.ExtenderFilterResult, at []int) *extenderv1.ExtenderFilterResult {
+func keep(args *extenderv1.ExtenderArgs, res *extenderv1.ExtenderFilterResult, at []int) {
 	if args.NodeNames != nil {
 		names := make([]string, len(at))
 		for j, i := range at {
 			names[j] = (*args.NodeNames)[i]
 		}
 		res.NodeNames = &names
-		return res
+		return
 	}
 	list := &corev1.NodeList{Items: make([]corev1.Node, len(at))}
 	for j, i := range at {
 		list.Items[j] = args.Nodes.Items[i]
 	}
 	res.Nodes = list
-	return res
 }
 
 // Prioritize scores every candidate 0..10 under the policy; the best

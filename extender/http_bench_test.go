@@ -52,26 +52,48 @@ func BenchmarkHTTP5000(b *testing.B) {
 		b.Run(pol, func(b *testing.B) {
 			pol, keeps, _ := strings.Cut(pol, "/")
 			srv, names := cluster5000(b, pol, func(c *config.Config) { c.FilterKeeps = config.FilterKeeps(keeps) })
-			gp := httptest.NewServer(srv.Handler())
-			defer gp.Close()
-			nw := httptest.NewServer(noWork())
-			defer nw.Close()
-			for _, verb := range []string{"filter", "prioritize"} {
-				for _, warm := range []bool{false, true} {
-					regime := "cold"
-					if warm {
-						regime = "warm"
-					}
-					b.Run(verb+"/"+regime, func(b *testing.B) {
-						benchHTTP(b, srv, gp, nw, verb, warm, names)
-					})
-				}
-			}
+			benchHTTPVerbs(b, srv, names, 20)
 		})
 	}
 }
 
-func benchHTTP(b *testing.B, srv *Server, gp, nw *httptest.Server, verb string, warm bool, names []string) {
+// BenchmarkHTTPTrace5000 is BenchmarkHTTP5000 on a busy cluster of the
+// trace's own kind: the openb trace's 1,213 nodes four times over (4,852
+// nodes), filled by replaying the trace's default workload through the
+// policy to 100% arrived (traceCluster), with the workload estimate
+// learned from the trace's pods, asked about a pod of half a card. Most
+// nodes cannot take it, so filter answers thousands of reasons. It is
+// skipped where the trace is not (../shared/traces).
+func BenchmarkHTTPTrace5000(b *testing.B) {
+	for _, pol := range []string{"fill", "binpack"} {
+		b.Run(pol, func(b *testing.B) {
+			srv, names := traceCluster(b, pol, 4)
+			benchHTTPVerbs(b, srv, names, 500)
+		})
+	}
+}
+
+// benchHTTPVerbs runs benchHTTP for filter and prioritize, cold and warm,
+// with pods of one share of gpu units.
+func benchHTTPVerbs(b *testing.B, srv *Server, names []string, gpu int64) {
+	gp := httptest.NewServer(srv.Handler())
+	defer gp.Close()
+	nw := httptest.NewServer(noWork())
+	defer nw.Close()
+	for _, verb := range []string{"filter", "prioritize"} {
+		for _, warm := range []bool{false, true} {
+			regime := "cold"
+			if warm {
+				regime = "warm"
+			}
+			b.Run(verb+"/"+regime, func(b *testing.B) {
+				benchHTTP(b, srv, gp, nw, verb, warm, names, gpu)
+			})
+		}
+	}
+}
+
+func benchHTTP(b *testing.B, srv *Server, gp, nw *httptest.Server, verb string, warm bool, names []string, gpu int64) {
 	client := gp.Client()
 	rng := rand.New(rand.NewSource(2))
 	var ours, none []time.Duration
@@ -80,7 +102,7 @@ func benchHTTP(b *testing.B, srv *Server, gp, nw *httptest.Server, verb string, 
 	b.ResetTimer()
 	for i := range b.N {
 		b.StopTimer()
-		pod := fullPod(fmt.Sprintf("bench-%s-%d", verb, i), int64(1+i%1000))
+		pod := fullPod(fmt.Sprintf("bench-%s-%d", verb, i), int64(1+i%1000), gpu)
 		if warm {
 			pod.Spec.Containers[0].Resources.Requests[corev1.ResourceCPU] = resource.MustParse("1")
 			touch(b, srv, names[rng.Intn(len(names))], i)
@@ -189,12 +211,12 @@ func noWork() http.Handler {
 	return mux
 }
 
-// fullPod is a GPU pod (one 20 GiB share, cpuMilli of CPU) as
+// fullPod is a GPU pod (one share of gpu units, cpuMilli of CPU) as
 // kube-scheduler holds it: created by a ReplicaSet, with the labels,
 // annotations, managed fields, service-account volume, probes,
 // tolerations and status conditions the API server and controllers add.
-func fullPod(name string, cpuMilli int64) *corev1.Pod {
-	pod := fixture.MakePod().Name(name).GPUMem(20).Obj()
+func fullPod(name string, cpuMilli, gpu int64) *corev1.Pod {
+	pod := fixture.MakePod().Name(name).GPUMem(gpu).Obj()
 	pod.UID = types.UID(fmt.Sprintf("6f1c2d3e-%08x-4b5a-9c8d-%012x", len(name), cpuMilli) + name)
 	pod.Namespace = "ml-training"
 	pod.GenerateName = "trainer-7d9f8b6c5-"
@@ -356,7 +378,7 @@ func TestHTTPAnswersUnchanged5000(t *testing.T) {
 			model string
 		}{{20, ""}, {79, ""}, {8, "H100"}} {
 			gib := c.gib
-			pod := fullPod(fmt.Sprintf("pin-%d%s", gib, c.model), 1500)
+			pod := fullPod(fmt.Sprintf("pin-%d%s", gib, c.model), 1500, 20)
 			if c.model != "" {
 				pod.Annotations[contract.AnnotationModels] = c.model
 			}
@@ -384,4 +406,45 @@ func TestHTTPAnswersUnchanged5000(t *testing.T) {
 		}
 		ts.Close()
 	}
+}
+
+// BenchmarkFilterAnswerJSON measures writing filter's answer on a busy
+// cluster (5,000 nodes, 4,500 failed, 300 distinct reasons, as on the
+// trace at 100% arrived): by encoding/json from the answer's maps, and as
+// the handler writes it (writeFilterAnswer).
+func BenchmarkFilterAnswerJSON(b *testing.B) {
+	rng := rand.New(rand.NewSource(1))
+	names := make([]string, 5000)
+	reasons := make([]*reason, 300)
+	for i := range reasons {
+		reasons[i] = newReason(fmt.Sprintf("gpupack: largest free card has %d MiB, container \"c0\" needs 500 MiB", i))
+	}
+	for i, j := range rng.Perm(len(names)) {
+		names[i] = fmt.Sprintf("gpu-node-%04d.cluster.example.com", j)
+	}
+	a := &filterAnswer{res: &extenderv1.ExtenderFilterResult{}, names: names}
+	var fit []string
+	for i := range names {
+		if i%10 == 0 {
+			fit = append(fit, names[i])
+		} else {
+			a.failed = append(a.failed, i)
+		}
+	}
+	a.res.NodeNames = &fit
+	a.why = func(i int) (*reason, bool) { return reasons[i%len(reasons)], i%7 == 0 }
+	b.Run("encoding-json", func(b *testing.B) {
+		for range b.N {
+			if err := json.NewEncoder(io.Discard).Encode(a.result()); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("writer", func(b *testing.B) {
+		for range b.N {
+			if err := writeFilterAnswer(io.Discard, a); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 }

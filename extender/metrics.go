@@ -43,8 +43,8 @@ func newMetrics(c *cache.Cache) *metrics {
 }
 
 // reasonLabel is the low-cardinality label of a rejection.
-func reasonLabel(u *policy.Unfit) string {
-	switch u.Kind {
+func reasonLabel(kind policy.UnfitKind) string {
+	switch kind {
 	case policy.UnfitNoCards:
 		return "no_cards"
 	case policy.UnfitModel:

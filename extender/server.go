@@ -121,7 +121,11 @@ func (s *Server) Handler() http.Handler {
 		if err := decode(r, &args); err != nil {
 			return nil, err
 		}
-		return s.Filter(r.Context(), &args)
+		a, err := s.filter(r.Context(), &args)
+		if err != nil {
+			return nil, err
+		}
+		return a, nil
 	}))
 	mux.Handle("POST "+Prefix+"/prioritize", s.verb("prioritize", func(r *http.Request) (any, error) {
 		var args extenderv1.ExtenderArgs
@@ -217,6 +221,10 @@ func decode(r *http.Request, v any) error {
 func writeJSON(w http.ResponseWriter, code int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(code)
+	if a, ok := v.(*filterAnswer); ok {
+		_ = writeFilterAnswer(w, a)
+		return
+	}
 	_ = json.NewEncoder(w).Encode(v)
 }
 
