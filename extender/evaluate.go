@@ -38,28 +38,30 @@ type nodeResult struct {
 	miss     *miss // nil where the pod fits
 }
 
-// miss is why a pod does not fit a node.
+// miss is why a pod does not fit a node, as filter reports it: the text,
+// and the text as encoding/json writes a string, for the answer
+// (filterjson.go). The nodes of an evaluation that fail alike share one.
 type miss struct {
 	unfit *policy.Unfit
-	// reason is unfit's message, made once per node version, and shared
-	// by the evaluation's nodes that fail alike.
-	reason *reason
+	text  string
+	json  []byte
 }
 
-// reason is why a node fails as filter reports it: its text, and the text
-// as encoding/json writes a string, for the answer (filterjson.go).
-type reason struct {
-	text string
-	json []byte
-}
-
-func newReason(text string) *reason {
-	out, err := json.Marshal(text)
-	if err != nil {
-		// A string always encodes.
-		panic(err)
+// newMiss is the miss of u (nil: a node that the cache does not know, or
+// a request that no node can serve) with the text given.
+func newMiss(u *policy.Unfit, text string) *miss {
+	var out []byte
+	if plainJSON(text) {
+		out = make([]byte, 0, len(text)+2)
+		out = append(append(append(out, '"'), text...), '"')
+	} else {
+		var err error
+		if out, err = json.Marshal(text); err != nil {
+			// A string always encodes.
+			panic(err)
+		}
 	}
-	return &reason{text: text, json: out}
+	return &miss{unfit: u, text: text, json: out}
 }
 
 // known is false for the answer of a node the cache does not know.
@@ -68,7 +70,7 @@ func (r *nodeResult) known() bool { return r != unknownNode }
 func (r *nodeResult) fits() bool { return r.known() && r.miss == nil }
 
 // unknownNode is the answer for a node the cache does not know.
-var unknownNode = &nodeResult{miss: &miss{reason: newReason("gpupack: node is not in the extender's cache (deleted, or not yet seen)")}}
+var unknownNode = &nodeResult{miss: newMiss(nil, "gpupack: node is not in the extender's cache (deleted, or not yet seen)")}
 
 // result returns the answer for a node, if the evaluation has one.
 func (ev *evaluation) result(node string) (*nodeResult, bool) {
@@ -138,34 +140,37 @@ func (s *Server) evaluate(ctx context.Context, req *policy.Request, names []stri
 		// A node named twice (a request kube-scheduler never sends, but
 		// one may) uses them at its first position only, so that no two
 		// workers share a node's.
-		var ms []policy.Measures
+		var measures []policy.Measures
 		var own []bool
 		if s.policy.NeedsWorkload {
 			var took bool
-			if ms, took = s.measures.take(snap.Slots); took {
+			if measures, took = s.measures.take(snap.Slots); took {
 				defer s.measures.give()
 				own = firstOfSlot(snap, todo)
 			}
 		}
+		// Why a pod does not fit a node is kept here by the workers, and
+		// made a miss below, where the nodes that fail alike share one.
+		scratch := unfitScratch.Get().(*[]*policy.Unfit)
+		unfits := slices.Grow((*scratch)[:0], len(todo))[:len(todo)]
+		defer func() {
+			clear(unfits)
+			*scratch = unfits[:0]
+			unfitScratch.Put(scratch)
+		}()
 		workqueue.ParallelizeUntil(ctx, workers, len(todo), func(j int) {
 			i := todo[j]
 			v := snap.Nodes[i]
-			n := v.Node
 			var m *policy.Measures
-			if ms != nil && own[j] {
-				m = &ms[v.Slot]
+			if measures != nil && own[j] {
+				m = &measures[v.Slot]
 			}
-			d, u := policy.PlaceMeasured(n, req, s.policy, wl, m)
-			r := &made[j]
-			r.decision = d
-			if u != nil {
-				// Its reason is written below.
-				r.miss = &miss{unfit: u}
-			}
-			ev.results[i] = r
+			d, u := policy.PlaceMeasured(v.Node, req, s.policy, wl, m)
+			made[j].decision, unfits[j] = d, u
+			ev.results[i] = &made[j]
 		}, workqueue.WithChunkSize(chunk))
-		rs := reasons{unit: s.unit}
-		for _, i := range todo {
+		ms := misses{unit: s.unit}
+		for j, i := range todo {
 			r := ev.results[i]
 			if r == nil {
 				// Left unrated (the context ended): answered as
@@ -173,8 +178,8 @@ func (s *Server) evaluate(ctx context.Context, req *policy.Request, names []stri
 				ev.results[i] = unknownNode
 				continue
 			}
-			if r.miss != nil {
-				r.miss.reason = rs.of(r.miss.unfit)
+			if u := unfits[j]; u != nil {
+				r.miss = ms.of(u)
 			}
 			v := snap.Nodes[i]
 			kept.Keep(v.Slot, v.Node, r)
@@ -184,40 +189,45 @@ func (s *Server) evaluate(ctx context.Context, req *policy.Request, names []stri
 	return ev
 }
 
-// reasons makes the reasons of one evaluation's unfit nodes. On a busy
-// cluster most nodes do not fit, many for the same reason in the same
-// numbers ("no card has free memory, container "c0" needs 8 GiB"): such
-// nodes share one reason, made once.
-type reasons struct {
+// misses makes the misses of an evaluation. On a busy cluster
+// most nodes do not fit, many for the same reason in the same numbers ("no
+// card has free memory, container "c0" needs 8 GiB"): such nodes share one
+// miss, made once.
+type misses struct {
 	unit contract.Unit
-	made map[unfitKey]*reason
+	made map[unfitKey]*miss
 }
 
-// unfitKey is what Unfit.Message reads of an Unfit without a list of
-// models (TestReasons keeps the two in step).
+// unfitKey is an Unfit without its lists of models (TestMisses keeps the
+// two in step).
 type unfitKey struct {
-	kind       policy.UnfitKind
-	container  string
-	need, have int64
-	cards      int
+	kind         policy.UnfitKind
+	container    string
+	need, have   int64
+	cards        int
+	unresolvable bool
 }
 
-// of is u's reason as filter reports it.
-func (rs *reasons) of(u *policy.Unfit) *reason {
+// of is the miss of u.
+func (ms *misses) of(u *policy.Unfit) *miss {
 	if len(u.Models) > 0 || len(u.NodeModels) > 0 {
-		return newReason("gpupack: " + u.Message(rs.unit))
+		return newMiss(u, "gpupack: "+u.Message(ms.unit))
 	}
-	k := unfitKey{kind: u.Kind, container: u.Container, need: u.Need, have: u.Have, cards: u.Cards}
-	if r, ok := rs.made[k]; ok {
-		return r
+	k := unfitKey{kind: u.Kind, container: u.Container, need: u.Need, have: u.Have, cards: u.Cards, unresolvable: u.Unresolvable}
+	if m, ok := ms.made[k]; ok {
+		return m
 	}
-	if rs.made == nil {
-		rs.made = map[unfitKey]*reason{}
+	if ms.made == nil {
+		ms.made = map[unfitKey]*miss{}
 	}
-	r := newReason("gpupack: " + u.Message(rs.unit))
-	rs.made[k] = r
-	return r
+	m := newMiss(u, "gpupack: "+u.Message(ms.unit))
+	ms.made[k] = m
+	return m
 }
+
+// unfitScratch holds the workers' Unfits of past evaluations, for their
+// memory.
+var unfitScratch = sync.Pool{New: func() any { return new([]*policy.Unfit) }}
 
 // snapshots are the cache snapshots of past evaluations, for the memory of
 // their nodes: a snapshot is only read while its evaluation runs.

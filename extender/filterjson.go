@@ -161,27 +161,35 @@ func appendFailed(enc *json.Encoder, b *bytes.Buffer, a *filterAnswer, at []int)
 			return err
 		}
 		b.WriteByte(':')
-		r, _ := a.why(i)
-		b.Write(r.json)
+		m, _ := a.why(i)
+		b.Write(m.json)
 	}
 	b.WriteByte('}')
 	return nil
 }
 
-// appendString appends s as encoding/json writes a string: as it is,
-// quoted, when all its bytes are printable ASCII that encoding/json writes
-// as they are (with HTML escaping, as json.Encoder has by default), else
-// as encoding/json writes it.
+// appendString appends s as encoding/json writes a string: quoted as it
+// is where it is plainJSON, else as encoding/json writes it.
 func appendString(enc *json.Encoder, b *bytes.Buffer, s string) error {
-	for i := range len(s) {
-		if c := s[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
-			return encodeValue(enc, b, s)
-		}
+	if !plainJSON(s) {
+		return encodeValue(enc, b, s)
 	}
 	b.WriteByte('"')
 	b.WriteString(s)
 	b.WriteByte('"')
 	return nil
+}
+
+// plainJSON reports whether s is printable ASCII that encoding/json writes
+// as it is, quoted (with HTML escaping, as json.Encoder and json.Marshal
+// have by default).
+func plainJSON(s string) bool {
+	for i := range len(s) {
+		if c := s[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			return false
+		}
+	}
+	return true
 }
 
 // encodeValue appends v as enc writes it, without the newline enc ends a

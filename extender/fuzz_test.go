@@ -68,9 +68,9 @@ func FuzzFilterAnswerJSON(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, names, reasons string, fails, mode uint8) {
 		ns, texts := strings.Split(names, "\x1e"), strings.Split(reasons, "\x1e")
-		rs := make([]*reason, len(texts))
+		rs := make([]*miss, len(texts))
 		for i, text := range texts {
-			rs[i] = newReason(text)
+			rs[i] = newMiss(nil, text)
 		}
 		a := &filterAnswer{res: &extenderv1.ExtenderFilterResult{Error: texts[len(texts)-1]}, names: ns}
 		if mode&1 != 0 {
@@ -84,7 +84,7 @@ func FuzzFilterAnswerJSON(f *testing.F) {
 				a.failed = append(a.failed, i)
 			}
 		}
-		a.why = func(i int) (*reason, bool) { return rs[i%len(rs)], mode&(4<<(i%6)) != 0 }
+		a.why = func(i int) (*miss, bool) { return rs[i%len(rs)], mode&(4<<(i%6)) != 0 }
 		var want, got bytes.Buffer
 		if err := json.NewEncoder(&want).Encode(a.result()); err != nil {
 			t.Fatal(err)

@@ -70,7 +70,7 @@ type filterAnswer struct {
 	// failed are the positions in names of the nodes that fail, in
 	// increasing order, and why says why the one at a position does.
 	failed []int
-	why    func(i int) (r *reason, unresolvable bool)
+	why    func(i int) (m *miss, unresolvable bool)
 }
 
 // result is the answer with its maps: a node named twice is in a map
@@ -79,10 +79,10 @@ func (a *filterAnswer) result() *extenderv1.ExtenderFilterResult {
 	res := *a.res
 	res.FailedNodes, res.FailedAndUnresolvableNodes = extenderv1.FailedNodesMap{}, extenderv1.FailedNodesMap{}
 	for _, i := range a.failed {
-		if r, unresolvable := a.why(i); unresolvable {
-			res.FailedAndUnresolvableNodes[a.names[i]] = r.text
+		if m, unresolvable := a.why(i); unresolvable {
+			res.FailedAndUnresolvableNodes[a.names[i]] = m.text
 		} else {
-			res.FailedNodes[a.names[i]] = r.text
+			res.FailedNodes[a.names[i]] = m.text
 		}
 	}
 	return &res
@@ -105,12 +105,12 @@ func (s *Server) filter(ctx context.Context, args *extenderv1.ExtenderArgs) (*fi
 	case err != nil:
 		// A request no node can ever serve: say so on every node.
 		log.V(2).Info("Rejecting a GPU request", "err", err)
-		msg := newReason("gpupack: " + err.Error())
+		msg := newMiss(nil, "gpupack: "+err.Error())
 		a.failed = make([]int, len(names))
 		for i := range a.failed {
 			a.failed[i] = i
 		}
-		a.why = func(int) (*reason, bool) { return msg, true }
+		a.why = func(int) (*miss, bool) { return msg, true }
 		s.metrics.rejections.WithLabelValues("bad_request").Add(float64(len(names)))
 		keep(args, a.res, nil)
 		return a, nil
@@ -131,9 +131,9 @@ func (s *Server) filter(ctx context.Context, args *extenderv1.ExtenderArgs) (*fi
 		}
 	}
 	results := ev.results
-	a.why = func(i int) (*reason, bool) {
+	a.why = func(i int) (*miss, bool) {
 		m := results[i].miss
-		return m.reason, m.unfit != nil && m.unfit.Unresolvable
+		return m, m.unfit != nil && m.unfit.Unresolvable
 	}
 	if unknown > 0 {
 		s.metrics.rejections.WithLabelValues("unknown_node").Add(float64(unknown))

@@ -415,9 +415,9 @@ func TestHTTPAnswersUnchanged5000(t *testing.T) {
 func BenchmarkFilterAnswerJSON(b *testing.B) {
 	rng := rand.New(rand.NewSource(1))
 	names := make([]string, 5000)
-	reasons := make([]*reason, 300)
+	reasons := make([]*miss, 300)
 	for i := range reasons {
-		reasons[i] = newReason(fmt.Sprintf("gpupack: largest free card has %d MiB, container \"c0\" needs 500 MiB", i))
+		reasons[i] = newMiss(nil, fmt.Sprintf("gpupack: largest free card has %d MiB, container \"c0\" needs 500 MiB", i))
 	}
 	for i, j := range rng.Perm(len(names)) {
 		names[i] = fmt.Sprintf("gpu-node-%04d.cluster.example.com", j)
@@ -432,7 +432,7 @@ func BenchmarkFilterAnswerJSON(b *testing.B) {
 		}
 	}
 	a.res.NodeNames = &fit
-	a.why = func(i int) (*reason, bool) { return reasons[i%len(reasons)], i%7 == 0 }
+	a.why = func(i int) (*miss, bool) { return reasons[i%len(reasons)], i%7 == 0 }
 	b.Run("encoding-json", func(b *testing.B) {
 		for range b.N {
 			if err := json.NewEncoder(io.Discard).Encode(a.result()); err != nil {
