@@ -30,9 +30,8 @@ type evaluation struct {
 }
 
 // nodeResult is Place's answer for one node at one version of it. A cold
-// evaluation of a large cluster makes one a node, so it is small, with one
-// pointer for the collector to follow: what only a node where the pod does
-// not fit needs is behind miss.
+// evaluation of a large cluster makes one a node, so it is small: what
+// only a node where the pod does not fit needs is behind one pointer, miss.
 type nodeResult struct {
 	decision policy.Decision
 	miss     *miss // nil where the pod fits
@@ -189,10 +188,10 @@ func (s *Server) evaluate(ctx context.Context, req *policy.Request, names []stri
 	return ev
 }
 
-// misses makes the misses of an evaluation. On a busy cluster
-// most nodes do not fit, many for the same reason in the same numbers ("no
-// card has free memory, container "c0" needs 8 GiB"): such nodes share one
-// miss, made once.
+// misses makes the misses of an evaluation. On a busy cluster most nodes
+// do not fit, many for the same reason in the same numbers ("no card has
+// free memory, container "c0" needs 8 GiB"): such nodes share one miss,
+// made once.
 type misses struct {
 	unit contract.Unit
 	made map[unfitKey]*miss
