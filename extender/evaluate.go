@@ -116,15 +116,19 @@ func (s *Server) evaluate(ctx context.Context, req *policy.Request, names []stri
 	// uses, and the answers they point to are never changed.
 	kept := s.results.take(key, w, snap.Slots)
 	var todo []int // positions of the nodes to rate
+	reused := 0
 	for i, v := range snap.Nodes {
 		if v.Node == nil {
 			ev.results[i] = unknownNode
 		} else if r := kept.Get(v.Slot, v.Node); r != nil {
 			ev.results[i] = *r
+			reused++
 		} else {
 			todo = append(todo, i)
 		}
 	}
+	s.metrics.kept.Add(float64(reused))
+	s.metrics.rated.Add(float64(len(todo)))
 	if len(todo) > 0 {
 		workers := s.cfg.Parallelism
 		chunk := max(1, len(todo)/(4*workers))

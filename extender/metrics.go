@@ -18,6 +18,8 @@ type metrics struct {
 	duration   *prometheus.HistogramVec
 	rejections *prometheus.CounterVec
 	binds      *prometheus.CounterVec
+	// rated and kept count node answers by source (answersTotal).
+	rated, kept prometheus.Counter
 }
 
 func newMetrics(c *cache.Cache) *metrics {
@@ -37,7 +39,12 @@ func newMetrics(c *cache.Cache) *metrics {
 			Help: "Bind calls, by result (bound, conflict, error).",
 		}, []string{"result"}),
 	}
-	m.registry.MustRegister(m.duration, m.rejections, m.binds, &cardCollector{cache: c},
+	answers := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: namespace, Name: "node_answers_total",
+		Help: "Answers about a known node that evaluations gave, by source: rated afresh (rated), or kept from an evaluation of a pod of the same shape, with the node as it is now (kept). A high share of rated answers makes filter slow: new pod shapes, or the workload estimate rebuilt.",
+	}, []string{"source"})
+	m.rated, m.kept = answers.WithLabelValues("rated"), answers.WithLabelValues("kept")
+	m.registry.MustRegister(m.duration, m.rejections, m.binds, answers, &cardCollector{cache: c},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

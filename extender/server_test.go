@@ -51,11 +51,20 @@ func TestInspectAndMetrics(t *testing.T) {
 	if code, body := e.get(Prefix + "/inspect"); code != http.StatusOK || !strings.Contains(string(body), `"n4"`) {
 		t.Errorf("inspect all: %d", code)
 	}
-	// One rejection: n1 has 6 GiB free, the pod wants 8.
+	// Answers: a's filter rated n1 and n2, its prioritize (of n2 alone)
+	// kept n2's. Another pod of the shape, filtered on n1 (unchanged:
+	// kept) and n2 (its card changed when a bound: rated again).
+	var fr extenderv1.ExtenderFilterResult
+	if code := e.post(filterPath, extenderv1.ExtenderArgs{Pod: e.create(fixture.MakePod().Name("b").GPUMem(8).Obj()), NodeNames: names("n1", "n2")}, &fr); code != http.StatusOK {
+		t.Fatalf("filter: %d", code)
+	}
+	// Two rejections: n1 has 6 GiB free, the pods want 8.
 	_, metrics := e.get("/metrics")
 	for _, want := range []string{
+		`gpupack_extender_node_answers_total{source="rated"} 3`,
+		`gpupack_extender_node_answers_total{source="kept"} 2`,
 		`gpupack_extender_request_duration_seconds_count{verb="bind"} 1`,
-		`gpupack_extender_filter_rejections_total{reason="share"} 1`,
+		`gpupack_extender_filter_rejections_total{reason="share"} 2`,
 		`gpupack_extender_binds_total{result="bound"} 1`,
 		`gpupack_extender_card_memory_allocated_bytes{UUID="GPU-n2-0",device="nvidia0",gpu="0",hostname="n2",index="0",model="Tesla T4",modelName="Tesla T4",node="n2",uuid="GPU-n2-0"} 8.589934592e+09`,
 		`gpupack_extender_card_memory_total_bytes{UUID="",device="nvidia1",gpu="1",hostname="n4",index="1",model="",modelName="",node="n4",uuid=""} 1.7179869184e+10`,

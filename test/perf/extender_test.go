@@ -150,6 +150,45 @@ func histogramQuantiles(exposition []byte, verbs []string) (map[string]quantiles
 
 func seconds(s float64) time.Duration { return time.Duration(s * float64(time.Second)) }
 
+// answersMetric counts the extender's answers about nodes, by source:
+// rated afresh, or kept from a pod of the same shape.
+const answersMetric = "gpupack_extender_node_answers_total"
+
+// scrapeAnswers reads the extender's answers about nodes by source.
+func scrapeAnswers(ctx context.Context, metricsURL string) (map[string]float64, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, metricsURL+"?"+url.Values{"name[]": {answersMetric}}.Encode(), nil)
+	if err != nil {
+		return nil, err
+	}
+	body, err := get(req)
+	if err != nil {
+		return nil, err
+	}
+	return countersBy(body, answersMetric, "source")
+}
+
+// countersBy is the counter metric's values in exposition, by label.
+func countersBy(exposition []byte, metric, label string) (map[string]float64, error) {
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := parser.TextToMetricFamilies(bytes.NewReader(exposition))
+	if err != nil {
+		return nil, fmt.Errorf("parsing the extender's metrics: %w", err)
+	}
+	f := families[metric]
+	if f == nil {
+		return nil, fmt.Errorf("the extender's metrics have no %s", metric)
+	}
+	out := map[string]float64{}
+	for _, m := range f.Metric {
+		for _, l := range m.Label {
+			if l.GetName() == label && m.GetCounter() != nil {
+				out[l.GetValue()] += m.GetCounter().GetValue()
+			}
+		}
+	}
+	return out, nil
+}
+
 // memory is a process's resident memory now and at its peak.
 type memory struct{ rss, peak uint64 }
 

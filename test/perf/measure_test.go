@@ -88,6 +88,25 @@ gpupack_extender_request_duration_seconds_count{verb="bind"} 1
 	}
 }
 
+// TestCountersBy reads a counter's values by label from an exposition.
+func TestCountersBy(t *testing.T) {
+	const exposition = `# HELP gpupack_extender_node_answers_total Answers.
+# TYPE gpupack_extender_node_answers_total counter
+gpupack_extender_node_answers_total{source="kept"} 2
+gpupack_extender_node_answers_total{source="rated"} 3
+`
+	got, err := countersBy([]byte(exposition), answersMetric, "source")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := map[string]float64{"kept": 2, "rated": 3}; !cmp.Equal(got, want) {
+		t.Errorf("got %v, want %v", got, want)
+	}
+	if _, err := countersBy([]byte("# TYPE other counter\nother 1\n"), answersMetric, "source"); err == nil || !strings.Contains(err.Error(), answersMetric) {
+		t.Errorf("without the counter: error %v, want one naming %s", err, answersMetric)
+	}
+}
+
 // TestVerbTimer sends requests through the timer over real HTTP: only the
 // extender verbs' POSTs are timed, each once, aborted ones too (as the
 // reverse proxy aborts a response whose client hung up).

@@ -163,6 +163,14 @@ func BenchmarkThroughput(b *testing.B) {
 			if served, err = scrapeDurations(ctx, c.ExtenderMetricsURL(), proxiedVerbs); err != nil {
 				b.Fatal(err)
 			}
+			answers, err := scrapeAnswers(ctx, c.ExtenderMetricsURL())
+			if err != nil {
+				b.Fatal(err)
+			}
+			if all := answers["rated"] + answers["kept"]; all > 0 {
+				b.Logf("extender's answers about nodes: %.0f rated afresh, %.0f kept from a pod of the same shape (%.1f%% rated)", answers["rated"], answers["kept"], 100*answers["rated"]/all)
+				b.ReportMetric(100*answers["rated"]/all, "rated-%")
+			}
 		}
 		// Free the nodes for the next run: pod by pod, as one
 		// DeleteCollection of tens of thousands of pods can outlast the
