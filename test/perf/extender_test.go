@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 	"github.com/prometheus/procfs"
@@ -97,26 +98,40 @@ func nearestRank(sorted []time.Duration, q float64) time.Duration {
 // buckets as Prometheus's histogram_quantile does (linear within a
 // bucket: coarse, the buckets doubling from 0.1 ms).
 func scrapeDurations(ctx context.Context, metricsURL string, verbs []string) (map[string]quantiles, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, metricsURL+"?"+url.Values{"name[]": {durationMetric}}.Encode(), nil)
-	if err != nil {
-		return nil, err
-	}
-	body, err := get(req)
+	body, err := scrape(ctx, metricsURL, durationMetric)
 	if err != nil {
 		return nil, err
 	}
 	return histogramQuantiles(body, verbs)
 }
 
-func histogramQuantiles(exposition []byte, verbs []string) (map[string]quantiles, error) {
+// scrape reads the extender's /metrics, asking for metric's family alone.
+func scrape(ctx context.Context, metricsURL, metric string) ([]byte, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, metricsURL+"?"+url.Values{"name[]": {metric}}.Encode(), nil)
+	if err != nil {
+		return nil, err
+	}
+	return get(req)
+}
+
+// family is metric's family in exposition, the extender's metrics.
+func family(exposition []byte, metric string) (*dto.MetricFamily, error) {
 	parser := expfmt.NewTextParser(model.UTF8Validation)
 	families, err := parser.TextToMetricFamilies(bytes.NewReader(exposition))
 	if err != nil {
 		return nil, fmt.Errorf("parsing the extender's metrics: %w", err)
 	}
-	f := families[durationMetric]
+	f := families[metric]
 	if f == nil {
-		return nil, fmt.Errorf("the extender's metrics have no %s", durationMetric)
+		return nil, fmt.Errorf("the extender's metrics have no %s", metric)
+	}
+	return f, nil
+}
+
+func histogramQuantiles(exposition []byte, verbs []string) (map[string]quantiles, error) {
+	f, err := family(exposition, durationMetric)
+	if err != nil {
+		return nil, err
 	}
 	out := map[string]quantiles{}
 	for _, m := range f.Metric {
@@ -156,11 +171,7 @@ const answersMetric = "gpupack_extender_node_answers_total"
 
 // scrapeAnswers reads the extender's answers about nodes by source.
 func scrapeAnswers(ctx context.Context, metricsURL string) (map[string]float64, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, metricsURL+"?"+url.Values{"name[]": {answersMetric}}.Encode(), nil)
-	if err != nil {
-		return nil, err
-	}
-	body, err := get(req)
+	body, err := scrape(ctx, metricsURL, answersMetric)
 	if err != nil {
 		return nil, err
 	}
@@ -169,14 +180,9 @@ func scrapeAnswers(ctx context.Context, metricsURL string) (map[string]float64, 
 
 // countersBy is the counter metric's values in exposition, by label.
 func countersBy(exposition []byte, metric, label string) (map[string]float64, error) {
-	parser := expfmt.NewTextParser(model.UTF8Validation)
-	families, err := parser.TextToMetricFamilies(bytes.NewReader(exposition))
+	f, err := family(exposition, metric)
 	if err != nil {
-		return nil, fmt.Errorf("parsing the extender's metrics: %w", err)
-	}
-	f := families[metric]
-	if f == nil {
-		return nil, fmt.Errorf("the extender's metrics have no %s", metric)
+		return nil, err
 	}
 	out := map[string]float64{}
 	for _, m := range f.Metric {
