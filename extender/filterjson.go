@@ -97,6 +97,10 @@ func (a *filterAnswer) failedByName() (failed, unresolvable []int) {
 // with zeros, which sort before any byte as its end does), above its
 // position. Names whose 5 bytes are alike are then sorted by their bytes.
 func byName(names []string, at []int) []int {
+	const keyBytes, posBits = 5, 24
+	if len(names) > 1<<posBits {
+		return byNameSlow(names, at)
+	}
 	shared := names[at[0]]
 	for _, i := range at[1:] {
 		n := names[i]
@@ -107,10 +111,6 @@ func byName(names []string, at []int) []int {
 		shared = shared[:k]
 	}
 	from := len(shared)
-	const keyBytes, posBits = 5, 24
-	if len(names) > 1<<posBits {
-		return byNameSlow(names, at)
-	}
 	keyed := make([]uint64, len(at))
 	for j, i := range at {
 		var key uint64
@@ -142,7 +142,8 @@ func byName(names []string, at []int) []int {
 	return out
 }
 
-// byNameSlow is byName by comparing bytes alone.
+// byNameSlow is byName by comparing bytes alone, for more names than a
+// key has bits of position for.
 func byNameSlow(names []string, at []int) []int {
 	out := slices.Clone(at)
 	slices.SortStableFunc(out, func(x, y int) int { return strings.Compare(names[x], names[y]) })

@@ -18,7 +18,7 @@ type metrics struct {
 	duration   *prometheus.HistogramVec
 	rejections *prometheus.CounterVec
 	binds      *prometheus.CounterVec
-	// rated and kept count node answers by source (answersTotal).
+	// rated and kept count node answers by source (node_answers_total).
 	rated, kept prometheus.Counter
 }
 
