@@ -41,7 +41,14 @@ import (
 //     u^(k)(m_s/1000) for a share;
 //   - one node: Σ u^(k)(r_s/R_t)·n_s·y_ts ≤ N_t for k = 1..nodeCuts, for
 //     each of the node's cards (r_s = the cards' worth a pod uses, g_s·m_s/
-//     1000), CPU and memory.
+//     1000), CPU and memory;
+//   - one card's configuration: the shares a card holds are one of the
+//     multisets of share sizes that fit it, and the type's cards, each
+//     holding one such configuration or a whole-card pod's card, are
+//     C_t·N_t at most (cardConfigs writes these rows). This is Gilmore and
+//     Gomory's program of the cutting-stock problem ("A linear programming
+//     approach to the cutting-stock problem", Oper. Res. 9, 1961) over each
+//     type's cards, with its columns generated (solveBound).
 //
 // u^(k) is Fekete and Schepers' dual feasible function, u^(k)(x) = x when
 // (k+1)·x is an integer and ⌊(k+1)·x⌋/k otherwise: whatever items share a
@@ -51,7 +58,11 @@ import (
 // shares over half a card never share one; larger k say the same of three
 // over a third, and so on. Each cut holds card by card or node by node in
 // every placement, so in their sum over a type's nodes, so adding them
-// keeps the program a relaxation: its optimum is an upper bound.
+// keeps the program a relaxation: its optimum is an upper bound. The
+// configurations imply every card cut, and say more where the sizes
+// cannot fill a card: a card of a 0.65 share and a 0.23 one strands 0.12
+// when no share of 0.12 or less is there, which the cuts let other shares
+// fill in part.
 const (
 	// cardCuts and nodeCuts are how many dual feasible functions, k =
 	// 1..n, cut per card and per node; more tighten the bound a little and
@@ -159,39 +170,120 @@ func UpperBound(ctx context.Context, nodes []Node, pods []Pod, arrived []int) (f
 	return opt, err
 }
 
-// solveBound solves the program: its optimum, and the arrived GPU pods'
-// shapes with how many of each its solution places (shape.placed).
+// maxRounds caps the rounds of column generation; the bound is valid
+// whenever it stops (see solveBound).
+const maxRounds = 500
+
+// solveBound solves the program: its optimum (or a bound on it, if the
+// column generation is cut short), and the arrived GPU pods' shapes with
+// how many of each its last solution places (shape.placed).
+//
+// The card configurations are too many to write down, so the program
+// starts with one per type and share size (as many shares of that size as
+// a card holds) and grows by column generation: after each solve, the
+// configuration of largest reduced cost for each type is found exactly
+// (a knapsack over one card, priced by the solve's duals; see
+// cardConfigs.price) and added, until none has a positive one. Whenever it
+// stops, the optimum of the full program is at most the last optimum plus,
+// for each type, its cards times the largest reduced cost found (the
+// Lagrangian bound of the duals); the least such value over the rounds is
+// returned, so a capped run still bounds every placement.
 func solveBound(ctx context.Context, nodes []Node, pods []Pod, arrived []int) (float64, []*shape, error) {
-	types, shapes := nodeTypes(nodes), podShapes(pods, arrived)
-	// cols are the shapes of the columns in the order they first appear
-	// (in the objective), which is glpsol's numbering of them.
-	var cols []*shape
-	var obj, rows bytes.Buffer
-	// x_t_s is how many pods of shape s are placed on nodes of type t,
-	// where one fits.
-	term := func(w *bytes.Buffer, coef float64, t, s int) {
-		if coef != 0 {
-			fmt.Fprintf(w, " + %s x_%d_%d", strconv.FormatFloat(coef, 'g', -1, 64), t, s)
+	return solveProgram(ctx, newBoundProgram(nodes, pods, arrived, true))
+}
+
+// solveProgram runs b's column generation as solveBound describes.
+func solveProgram(ctx context.Context, b *boundProgram) (float64, []*shape, error) {
+	if len(b.cols) == 0 {
+		return 0, b.shapes, nil
+	}
+	dir, err := os.MkdirTemp("", "gpupack-bound-")
+	if err != nil {
+		return 0, nil, err
+	}
+	defer os.RemoveAll(dir)
+	program, solution := filepath.Join(dir, "bound.lp"), filepath.Join(dir, "bound.sol")
+	best := math.Inf(1)
+	var values []float64
+	for b.solved = 1; ; b.solved++ {
+		if err := os.WriteFile(program, b.text(), 0o644); err != nil {
+			return 0, nil, err
+		}
+		out, err := exec.CommandContext(ctx, Solver, "--lp", program, "-w", solution).CombinedOutput()
+		if err != nil {
+			if errors.Is(err, exec.ErrNotFound) {
+				return 0, nil, fmt.Errorf("the bound needs GLPK's %s (Debian: apt-get install glpk-utils): %w", Solver, err)
+			}
+			return 0, nil, fmt.Errorf("%s: %w: %s", Solver, err, bytes.TrimSpace(out))
+		}
+		opt, x, duals, err := readSolution(solution, b.columns(), b.rows)
+		if err != nil {
+			return 0, nil, err
+		}
+		values = x
+		gain, added := 0.0, false
+		for _, c := range b.cards {
+			rc, grew := c.price(duals)
+			gain += float64(c.count) * max(0, rc)
+			added = added || grew
+		}
+		best = min(best, opt+gain)
+		if !added || b.solved == b.maxRounds {
+			break
 		}
 	}
+	for j, s := range b.cols {
+		s.placed += values[j]
+	}
+	return best, b.shapes, nil
+}
+
+// boundProgram is the linear program of the bound: the rows that read no
+// card configuration, written once, and each type's cards, whose
+// configurations grow round by round.
+type boundProgram struct {
+	shapes []*shape
+	// cols are the shapes of the x columns in the order they first appear
+	// (in the objective), which is glpsol's numbering of them; the
+	// configurations' columns follow.
+	cols   []*shape
+	obj    bytes.Buffer // the x columns' terms
+	fixed  bytes.Buffer // the rows that read no configuration
+	fixedN int          // how many
+	cards  []*cardConfigs
+	rows   int // rows in the program, as text last wrote it
+	// maxRounds caps the solves; solved counts them.
+	maxRounds, solved int
+}
+
+// newBoundProgram builds the program for the pods arrived; configs false
+// leaves the card configurations out (only the cuts bound what a card
+// holds), which the tests compare against.
+func newBoundProgram(nodes []Node, pods []Pod, arrived []int, configs bool) *boundProgram {
+	types, shapes := nodeTypes(nodes), podShapes(pods, arrived)
+	b := &boundProgram{shapes: shapes, maxRounds: maxRounds}
+	// x_t_s is how many pods of shape s are placed on nodes of type t,
+	// where one fits.
 	shapeRows := make([]bytes.Buffer, len(shapes))
-	fitsAny := false
 	for ti, t := range types {
 		capGPU := int64(t.cards) * CardUnits
 		nodes := float64(t.count)
 		row := make([]bytes.Buffer, 3+cardCuts+3*nodeCuts)
 		rhs := make([]float64, len(row))
+		c := &cardConfigs{t: ti, count: int64(t.cards) * t.count}
 		for si, s := range shapes {
 			if !s.fits(t) {
 				continue
 			}
-			fitsAny = true
-			cols = append(cols, s)
-			term(&obj, float64(s.demand()), ti, si)
-			term(&shapeRows[si], 1, ti, si)
+			b.cols = append(b.cols, s)
+			term(&b.obj, float64(s.demand()), "x", ti, si)
+			term(&shapeRows[si], 1, "x", ti, si)
+			if configs {
+				c.add(s, si)
+			}
 			r := 0
 			add := func(coef, right float64) {
-				term(&row[r], coef, ti, si)
+				term(&row[r], coef, "x", ti, si)
 				rhs[r] = right
 				r++
 			}
@@ -213,81 +305,119 @@ func solveBound(ctx context.Context, nodes []Node, pods []Pod, arrived []int) (f
 		}
 		for r := range row {
 			if row[r].Len() > 0 {
-				fmt.Fprintf(&rows, " t%d_%d:%s <= %s\n", ti, r, row[r].String(), strconv.FormatFloat(rhs[r], 'g', -1, 64))
+				fmt.Fprintf(&b.fixed, " t%d_%d:%s <= %s\n", ti, r, row[r].String(), strconv.FormatFloat(rhs[r], 'g', -1, 64))
+				b.fixedN++
 			}
 		}
-	}
-	if !fitsAny {
-		return 0, shapes, nil
+		if len(c.sizes) > 0 {
+			c.seed()
+			b.cards = append(b.cards, c)
+		}
 	}
 	for si, s := range shapes {
 		if shapeRows[si].Len() > 0 {
-			fmt.Fprintf(&rows, " s%d:%s <= %d\n", si, shapeRows[si].String(), s.count)
+			fmt.Fprintf(&b.fixed, " s%d:%s <= %d\n", si, shapeRows[si].String(), s.count)
+			b.fixedN++
 		}
 	}
-	dir, err := os.MkdirTemp("", "gpupack-bound-")
-	if err != nil {
-		return 0, nil, err
+	return b
+}
+
+// term writes "+ coef name_t_s", or nothing for a zero coefficient.
+func term(w *bytes.Buffer, coef float64, name string, t, s int) {
+	if coef != 0 {
+		fmt.Fprintf(w, " + %s %s_%d_%d", strconv.FormatFloat(coef, 'g', -1, 64), name, t, s)
 	}
-	defer os.RemoveAll(dir)
-	program, solution := filepath.Join(dir, "bound.lp"), filepath.Join(dir, "bound.sol")
-	text := "Maximize\n placed:" + obj.String() + "\nSubject To\n" + rows.String() + "End\n"
-	if err := os.WriteFile(program, []byte(text), 0o644); err != nil {
-		return 0, nil, err
+}
+
+// columns is how many columns the program has.
+func (b *boundProgram) columns() int {
+	n := len(b.cols)
+	for _, c := range b.cards {
+		n += len(c.configs)
 	}
-	out, err := exec.CommandContext(ctx, Solver, "--lp", program, "-w", solution).CombinedOutput()
-	if err != nil {
-		if errors.Is(err, exec.ErrNotFound) {
-			return 0, nil, fmt.Errorf("the bound needs GLPK's %s (Debian: apt-get install glpk-utils): %w", Solver, err)
+	return n
+}
+
+// text writes the program in CPLEX LP format: the configurations' rows
+// first, so that each type knows the numbers of its rows; the rows are
+// numbered in the order written.
+func (b *boundProgram) text() []byte {
+	var w bytes.Buffer
+	w.WriteString("Maximize\n placed:")
+	w.Write(b.obj.Bytes())
+	for _, c := range b.cards {
+		for j := range c.configs {
+			// A zero coefficient still numbers the column here, after
+			// the x columns.
+			fmt.Fprintf(&w, " + 0 z_%d_%d", c.t, j)
 		}
-		return 0, nil, fmt.Errorf("%s: %w: %s", Solver, err, bytes.TrimSpace(out))
 	}
-	opt, values, err := readSolution(solution, len(cols))
-	if err != nil {
-		return 0, nil, err
+	w.WriteString("\nSubject To\n")
+	row := 0
+	for _, c := range b.cards {
+		row = c.writeRows(&w, row)
 	}
-	for j, s := range cols {
-		s.placed += values[j]
-	}
-	return opt, shapes, nil
+	w.Write(b.fixed.Bytes())
+	b.rows = row + b.fixedN
+	w.WriteString("End\n")
+	return w.Bytes()
 }
 
 // readSolution reads an optimal basic solution from glpsol's plain-text
 // solution file: the objective ("s bas ROWS COLS PRIMAL DUAL OBJ", where
-// PRIMAL and DUAL are "f" when feasible: both, at the optimum) and the
-// columns' values ("j COL STATUS VALUE DUAL").
-func readSolution(file string, columns int) (float64, []float64, error) {
+// PRIMAL and DUAL are "f" when feasible: both, at the optimum), the rows'
+// duals ("i ROW STATUS VALUE DUAL") and the columns' values ("j COL STATUS
+// VALUE DUAL").
+func readSolution(file string, columns, rows int) (opt float64, values, duals []float64, err error) {
 	data, err := os.ReadFile(file)
 	if err != nil {
-		return 0, nil, err
+		return 0, nil, nil, err
 	}
-	opt, found := 0.0, false
-	values := make([]float64, columns)
+	found := false
+	values, duals = make([]float64, columns), make([]float64, rows)
+	// number reads line f's row or column number, 1 to n, and its
+	// field'th value.
+	number := func(f []string, what string, n, field int) (int, float64, error) {
+		i, err := strconv.Atoi(f[1])
+		if err != nil || i < 1 || i > n {
+			return 0, 0, fmt.Errorf("%s: %s %q of %d", file, what, f[1], n)
+		}
+		v, err := strconv.ParseFloat(f[field], 64)
+		if err != nil {
+			return 0, 0, fmt.Errorf("%s: %s %d: %w", file, what, i, err)
+		}
+		return i - 1, v, nil
+	}
 	for _, line := range strings.Split(string(data), "\n") {
 		f := strings.Fields(line)
 		switch {
 		case len(f) == 7 && f[0] == "s" && f[1] == "bas":
 			if f[4] != "f" || f[5] != "f" {
-				return 0, nil, fmt.Errorf("the bound's linear program has no optimum (primal %s, dual %s)", f[4], f[5])
+				return 0, nil, nil, fmt.Errorf("the bound's linear program has no optimum (primal %s, dual %s)", f[4], f[5])
 			}
 			if opt, err = strconv.ParseFloat(f[6], 64); err != nil {
-				return 0, nil, fmt.Errorf("%s: objective: %w", file, err)
+				return 0, nil, nil, fmt.Errorf("%s: objective: %w", file, err)
 			}
 			found = true
+		case len(f) == 5 && f[0] == "i":
+			i, v, err := number(f, "row", rows, 4)
+			if err != nil {
+				return 0, nil, nil, err
+			}
+			duals[i] = v
 		case len(f) == 5 && f[0] == "j":
-			j, err := strconv.Atoi(f[1])
-			if err != nil || j < 1 || j > columns {
-				return 0, nil, fmt.Errorf("%s: column %q of %d", file, f[1], columns)
+			j, v, err := number(f, "column", columns, 3)
+			if err != nil {
+				return 0, nil, nil, err
 			}
-			if values[j-1], err = strconv.ParseFloat(f[3], 64); err != nil {
-				return 0, nil, fmt.Errorf("%s: column %d: %w", file, j, err)
-			}
+			values[j] = v
 		}
 	}
 	if !found {
-		return 0, nil, fmt.Errorf("%s: no solution line", file)
+		return 0, nil, nil, fmt.Errorf("%s: no solution line", file)
 	}
-	return opt, values, nil
+	return opt, values, duals, nil
 }
 
 // Arrived is the protocol's arrived set at pct% of capacity (the pods of
@@ -471,7 +601,7 @@ type LimitsSummary struct {
 
 // BoundText and OfflineText say in limits.json what the two figures are.
 const (
-	BoundText   = "no placement of the pods arrived at 100% leaves less GPU unallocated: 100 - the optimum of a linear program over node types and pod shapes (GPU, CPU, memory, models, and cuts by dual feasible functions per card and per node) as % of capacity; sim/README.md derives it"
+	BoundText   = "no placement of the pods arrived at 100% leaves less GPU unallocated: 100 - the optimum of a linear program over node types and pod shapes (GPU, CPU, memory, models, each card's configuration of shares, and cuts by dual feasible functions per card and per node) as % of capacity; sim/README.md derives it"
 	OfflineText = "the best offline packing found: the pods arrived at 100%, seen all at once, in each of several orders (arrival, largest first, constrained first, guided by the bound's solution), by each of fill, bestfit, binpack and fgd, ties to the first node"
 )
 

@@ -78,6 +78,10 @@ func TestUpperBoundCases(t *testing.T) {
 		// The k=1 cut: two shares over half never share a card.
 		{"two 0.6 shares on one card", []Node{node(1, "T4")}, []Pod{share(600), share(600)}, 600},
 		{"shares that tile a card", []Node{node(1, "T4")}, []Pod{share(250), share(250), share(500)}, 1000},
+		// The cuts allow 1000; no two of the three share a card but 0.65
+		// and 0.23, so a card of them strands 0.12.
+		{"a card's configuration", []Node{node(1, "T4")}, []Pod{share(160), share(650), share(230)}, 880},
+		{"a card's configuration, three sizes", []Node{node(1, "T4")}, []Pod{share(230), share(470), share(550)}, 780},
 		{"a model the node lacks", []Node{node(2, "T4")}, []Pod{share(500, "V100"), share(500)}, 500},
 		{"CPU binds", []Node{{Name: "n", CPUMilli: 3000, MemoryMiB: 1 << 20, GPUs: 4, Model: "T4"}},
 			[]Pod{{CPUMilli: 2000, NumGPU: 2, GPUMilli: 1000}, {CPUMilli: 2000, NumGPU: 2, GPUMilli: 1000}}, 2000},
@@ -101,13 +105,15 @@ func TestUpperBoundCases(t *testing.T) {
 
 // TestUpperBoundAgainstBruteForce: on random small clusters and pod sets,
 // the bound is never below the best placement, which brute force finds,
-// and the best offline packing found (Limits) is never above it.
+// nor above the program of cuts alone, nor below the optimum when its
+// column generation stops after one or two solves (the Lagrangian bound
+// then); and the best offline packing found (Limits) is never above it.
 func TestUpperBoundAgainstBruteForce(t *testing.T) {
 	needSolver(t)
 	rng := rand.New(rand.NewSource(7))
 	models := []string{"T4", "V100", "A100"}
 	shares := []int64{100, 200, 250, 300, 350, 400, 500, 600, 700, 1000}
-	var gapped, limits int
+	var gapped, cutsGapped, limits int
 	for trial := range 300 {
 		var nodes []Node
 		for i := range 1 + rng.Intn(3) {
@@ -136,6 +142,27 @@ func TestUpperBoundAgainstBruteForce(t *testing.T) {
 		if ub > opt+1e-6 {
 			gapped++
 		}
+		cuts, _, err := solveProgram(t.Context(), newBoundProgram(nodes, pods, all(len(pods)), false))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ub > cuts+1e-6 {
+			t.Fatalf("trial %d: bound %v above the cuts' alone %v", trial, ub, cuts)
+		}
+		if cuts > opt+1e-6 {
+			cutsGapped++
+		}
+		for rounds := 1; rounds <= 2; rounds++ {
+			b := newBoundProgram(nodes, pods, all(len(pods)), true)
+			b.maxRounds = rounds
+			capped, _, err := solveProgram(t.Context(), b)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if capped < opt-1e-6 || capped < ub-1e-6 {
+				t.Fatalf("trial %d: after %d solves the bound is %v, below the optimum %v or the bound %v", trial, rounds, capped, opt, ub)
+			}
+		}
 		// Limits, on the protocol's arrived set: the bound is the
 		// program's, and the offline packing is a placement.
 		var arrived []Pod
@@ -156,7 +183,10 @@ func TestUpperBoundAgainstBruteForce(t *testing.T) {
 			t.Fatalf("trial %d: bound %.4f%%, offline %.4f%%, best placement %.4f%% unallocated", trial, l.BoundUnallocated, l.OfflineUnallocated, best)
 		}
 	}
-	t.Logf("the bound was above the optimum in %d of 300 cases; Limits checked in %d", gapped, limits)
+	t.Logf("the bound was above the optimum in %d of 300 cases (the cuts alone: %d); Limits checked in %d", gapped, cutsGapped, limits)
+	if gapped >= cutsGapped {
+		t.Errorf("the card configurations closed no gap the cuts leave")
+	}
 	if limits < 100 {
 		t.Errorf("Limits checked in %d cases only", limits)
 	}
