@@ -81,8 +81,8 @@ node-deps: ## as root with apt-get: install what real nodes need (containerd, ru
 test-deps: ## as root with apt-get: install what the unit tests need (GLPK's glpsol, for the simulator's bound) where missing
 	$(call apt-install,$(TEST_DEPS),test-deps,the bound's tests skip without it (and fail where CI=true))
 
-throughput: ## schedule PODS GPU pods (2000) on NODES nodes (1000) through kube-scheduler with and without the extender; pods/s, ratio, extender latencies and memory
-	cd test && GPUPACK_THROUGHPUT_NODES=$(NODES) GPUPACK_THROUGHPUT_PODS=$(PODS) $(GO) test -run '^$$' -bench Throughput -benchtime 1x -timeout 180m -v ./perf/
+throughput: ## schedule PODS GPU pods (2000) on NODES nodes (1000) through kube-scheduler with and without the extender; pods/s, ratio, extender latencies and memory; CPUPROFILE=FILE also writes the extender's CPU profile (FILE.1, FILE.2, ...)
+	cd test && GPUPACK_THROUGHPUT_NODES=$(NODES) GPUPACK_THROUGHPUT_PODS=$(PODS) GPUPACK_THROUGHPUT_CPUPROFILE=$(if $(CPUPROFILE),$(abspath $(CPUPROFILE))) $(GO) test -run '^$$' -bench Throughput -benchtime 1x -timeout 180m -v ./perf/
 
 demo: node-deps ## bring a local GPU-sharing cluster up (as root, with a real node too), run a sample training workload, print where it went; stays up until Ctrl-C
 	cd test && $(GO) run ./cmd/gpupack-demo

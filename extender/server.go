@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"runtime"
 	"strconv"
@@ -178,6 +179,15 @@ func (s *Server) probes(mux *http.ServeMux) {
 		writeJSON(w, http.StatusOK, map[string]string{"version": version.Get(), "goVersion": runtime.Version(), "policy": string(s.policy.Name), "memoryUnit": string(s.unit)})
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.registry, promhttp.HandlerOpts{}))
+	if s.cfg.Profiling {
+		// pprof.Index serves the named profiles (heap, goroutine, ...)
+		// below it; these four it does not.
+		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+		mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	}
 }
 
 var errForbidden = errors.New("forbidden: /bind requires a client certificate signed by the configured client CA")

@@ -165,6 +165,32 @@ func TestProbeAddress(t *testing.T) {
 	}
 }
 
+// TestProfiling: Go's profiles are served where /metrics is, and only when
+// profiling is on.
+func TestProfiling(t *testing.T) {
+	for _, on := range []bool{false, true} {
+		c := cache.New(cache.Options{Unit: "GiB", SigningKey: testKey})
+		client := fake.NewClientset()
+		cfg := config.Default()
+		cfg.Profiling = on
+		srv, err := NewServer(cfg, Deps{Client: client, Pods: informers.NewSharedInformerFactory(client, 0).Core().V1().Pods().Lister(), Cache: c, Key: testKey, Ready: func() bool { return true }})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := http.StatusNotFound
+		if on {
+			want = http.StatusOK
+		}
+		for name, h := range map[string]http.Handler{"the extender's port": srv.Handler(), "the probe address": srv.ProbeHandler()} {
+			for _, path := range []string{"/debug/pprof/", "/debug/pprof/goroutine?debug=1", "/debug/pprof/cmdline", "/debug/pprof/symbol"} {
+				if code := httptestRecorder(h, http.MethodGet, path, ""); code != want {
+					t.Errorf("profiling %v: GET %s on %s: %d, want %d", on, path, name, code, want)
+				}
+			}
+		}
+	}
+}
+
 func TestNewServerRejectsBadConfig(t *testing.T) {
 	cfg := config.Default()
 	cfg.Policy = "tetris"

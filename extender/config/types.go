@@ -58,6 +58,12 @@ type Config struct {
 	ClientBurst int     `json:"clientBurst,omitempty"`
 	// TLS serves HTTPS when set.
 	TLS *TLS `json:"tls,omitempty"`
+	// Profiling serves Go's profiles (net/http/pprof) under /debug/pprof/
+	// wherever /metrics is served, for an operator to see where the
+	// extender's time goes (go tool pprof http://HOST:PORT/debug/pprof/
+	// profile). Off by default: a profile costs CPU while it is taken, and
+	// the routes tell anyone who can reach them about the process.
+	Profiling bool `json:"profiling,omitempty"`
 }
 
 // TLS is the extender's serving certificate and, optionally, the CA of the

@@ -267,6 +267,10 @@ func (c *Cluster) InspectBinary() string { return c.bins.Inspect }
 // without InClusterScheduler).
 func (c *Cluster) ExtenderMetricsURL() string { return c.ext.metricsURL() }
 
+// ExtenderProfileURL is where the extender process serves its CPU profile
+// over the next seconds (a cluster without InClusterScheduler).
+func (c *Cluster) ExtenderProfileURL(seconds int) string { return c.ext.profileURL(seconds) }
+
 // ExtenderPID is the extender process's id, e.g. to read its memory in
 // /proc (a cluster without InClusterScheduler; it changes when
 // StartExtender starts it again).

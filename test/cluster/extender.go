@@ -29,7 +29,9 @@ func insecureClient() *http.Client {
 // newExtender configures the extender: a fixed port and a signing key
 // file, so that a restarted extender trusts its earlier decisions; filter
 // answers the best nodes only, as the chart configures it for a profile
-// whose only scores are the extender's (schedulerConfig's).
+// whose only scores are the extender's (schedulerConfig's); and Go's
+// profiles served, for a benchmark to read where its CPU goes (the port
+// is on loopback).
 func newExtender(bin, dir, kubeconfig, policy string) (*extender, error) {
 	port, err := freePort()
 	if err != nil {
@@ -40,7 +42,7 @@ func newExtender(bin, dir, kubeconfig, policy string) (*extender, error) {
 		return nil, err
 	}
 	cfg := filepath.Join(dir, "extender.yaml")
-	body := fmt.Sprintf("port: %d\naddress: 127.0.0.1\npolicy: %s\nsigningKeyFile: %s\nclientQPS: 500\nclientBurst: 1000\nfilterKeeps: best\n", port, policy, key)
+	body := fmt.Sprintf("port: %d\naddress: 127.0.0.1\npolicy: %s\nsigningKeyFile: %s\nclientQPS: 500\nclientBurst: 1000\nfilterKeeps: best\nprofiling: true\n", port, policy, key)
 	if err := os.WriteFile(cfg, []byte(body), 0o644); err != nil {
 		return nil, err
 	}
@@ -50,6 +52,11 @@ func newExtender(bin, dir, kubeconfig, policy string) (*extender, error) {
 // URL is the extender's prefix, as kube-scheduler calls it.
 func (e *extender) URL() string {
 	return "http://127.0.0.1:" + strconv.Itoa(e.port) + "/gpushare-scheduler"
+}
+
+// profileURL is the extender's CPU profile over the next seconds.
+func (e *extender) profileURL(seconds int) string {
+	return "http://127.0.0.1:" + strconv.Itoa(e.port) + "/debug/pprof/profile?seconds=" + strconv.Itoa(seconds)
 }
 
 // metricsURL is the extender's Prometheus exposition.

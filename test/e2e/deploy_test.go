@@ -320,7 +320,9 @@ func TestDeployChart(t *testing.T) {
 	}{{
 		name: "defaults", namespace: "kube-system",
 		check: func(t *testing.T, objs []*unstructured.Unstructured) {
-			checkChartConfigs(t, objs, "gpupack-scheduler")
+			if ec := checkChartConfigs(t, objs, "gpupack-scheduler"); ec.Profiling {
+				t.Errorf("profiling on by default")
+			}
 			dep := mustFindObject(t, objs, "Deployment", "gpupack-scheduler")
 			sched := templateContainer(t, dep, "kube-scheduler")
 			// The cluster's own version (build metadata cut).
@@ -362,14 +364,14 @@ func TestDeployChart(t *testing.T) {
 		set: []string{
 			"scheduler.replicas=3", "memoryUnit=MiB", "extender.policy=fgd", "extender.signingKey.existingSecret=my-key",
 			"extender.workloadCoverage=0.9", // --set passes it as a string
-			"extender.logFormat=json", "devicePlugin.logFormat=json",
+			"extender.logFormat=json", "extender.profiling=true", "devicePlugin.logFormat=json",
 			"devicePlugin.evictOverShareAfter=10m", "devicePlugin.ignoredXids={13,31,43}", "devicePlugin.cgpuDisable=true",
 			"devicePlugin.runtimeClassName=nvidia", "devicePlugin.podResources=false", "devicePlugin.kubeletDir=/var/lib/k0s/kubelet",
 			"scheduler.image.tag=v1.36.0",
 		},
 		check: func(t *testing.T, objs []*unstructured.Unstructured) {
 			ec := checkChartConfigs(t, objs, "gpupack-scheduler")
-			if ec.MemoryUnit != "MiB" || ec.Policy != "fgd" || ec.WorkloadCoverage != 0.9 {
+			if ec.MemoryUnit != "MiB" || ec.Policy != "fgd" || ec.WorkloadCoverage != 0.9 || !ec.Profiling {
 				t.Errorf("extender config %+v", ec)
 			}
 			if findObject(objs, "Secret", "") != nil {

@@ -2,9 +2,15 @@ package perf
 
 import (
 	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // The benchmark's size, from the environment (make throughput passes
@@ -14,6 +20,9 @@ const (
 	podsEnv  = "GPUPACK_THROUGHPUT_PODS"
 	// proxyEnv=false leaves out the proxy that times extender calls.
 	proxyEnv = "GPUPACK_THROUGHPUT_PROXY"
+	// profileEnv, when set, is where the extender's CPU profile over the
+	// gpupack run goes (profileExtender).
+	profileEnv = "GPUPACK_THROUGHPUT_CPUPROFILE"
 
 	defaultNodes = 1000
 	defaultPods  = 2000
@@ -130,5 +139,47 @@ func TestSizeFromEnv(t *testing.T) {
 				t.Fatalf("size %+v, want %+v", got, tc.want)
 			}
 		})
+	}
+}
+
+// TestProfileExtender: the profile's parts are written one by one until
+// stop, and a failed read is reported.
+func TestProfileExtender(t *testing.T) {
+	var fail atomic.Bool
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if fail.Load() {
+			http.Error(w, "no profile", http.StatusInternalServerError)
+			return
+		}
+		fmt.Fprintf(w, "part for %s", r.URL.Query().Get("seconds"))
+	}))
+	defer srv.Close()
+	url := func(seconds int) string { return srv.URL + "/debug/pprof/profile?seconds=" + strconv.Itoa(seconds) }
+	prefix := filepath.Join(t.TempDir(), "cpu")
+	stop := profileExtender(t.Context(), url, prefix)
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if _, err := os.Stat(prefix + ".2"); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no second part written")
+		}
+	}
+	parts, err := stop()
+	if err != nil || parts < 2 {
+		t.Fatalf("stop: %d parts, %v; want 2 or more, no error", parts, err)
+	}
+	for k := 1; k <= parts; k++ {
+		data, err := os.ReadFile(fmt.Sprintf("%s.%d", prefix, k))
+		if err != nil || string(data) != fmt.Sprintf("part for %d", profilePart) {
+			t.Errorf("part %d: %q, %v", k, data, err)
+		}
+	}
+
+	fail.Store(true)
+	stop = profileExtender(t.Context(), url, filepath.Join(t.TempDir(), "cpu"))
+	time.Sleep(100 * time.Millisecond)
+	if _, err := stop(); err == nil || !strings.Contains(err.Error(), "no profile") {
+		t.Errorf("stop after a failed read: %v, want its error", err)
 	}
 }

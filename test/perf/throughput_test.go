@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"maps"
 	"math/rand/v2"
+	"net/http"
 	"os"
 	"slices"
 	"strconv"
@@ -70,6 +71,7 @@ func BenchmarkThroughput(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	profile := os.Getenv(profileEnv)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	dir, err := os.MkdirTemp("", "gpp")
@@ -133,6 +135,10 @@ func BenchmarkThroughput(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
+		stopProfile := func() (int, error) { return 0, nil }
+		if sched == cluster.SchedulerName && profile != "" {
+			stopProfile = profileExtender(ctx, c.ExtenderProfileURL, profile)
+		}
 		r, err := schedule(ctx, client, ns, sched, sz)
 		if err != nil {
 			b.Fatalf("%s: %v (logs in %s)", sched, err, dir)
@@ -140,6 +146,11 @@ func BenchmarkThroughput(b *testing.B) {
 		after, err := cpuTimes(pids)
 		if err != nil {
 			b.Fatal(err)
+		}
+		if parts, err := stopProfile(); err != nil {
+			b.Errorf("profiling the extender: %v", err)
+		} else if parts > 0 {
+			b.Logf("the extender's CPU profile over the gpupack run: %d parts of %d s, go tool pprof %s.*", parts, profilePart, profile)
 		}
 		rates[i] = float64(sz.pods) / r.bound.Seconds()
 		b.Logf("%s: %d pods created in %s, all bound on %d nodes in %s: %.1f pods/s",
@@ -462,3 +473,44 @@ func (s cpuSpent) String() string {
 func ms(d time.Duration) string { return fmt.Sprintf("%.2fms", d.Seconds()*1000) }
 
 func mib(bytes uint64) float64 { return float64(bytes) / (1 << 20) }
+
+// profilePart is how long each part of the extender's CPU profile lasts.
+const profilePart = 5
+
+// profileExtender reads the extender's CPU profile (from url(seconds)) in
+// parts of profilePart seconds, each written to prefix.1, prefix.2, ...,
+// until the returned stop is called: it then drops the part under way and
+// tells how many were written. go tool pprof reads the parts together.
+func profileExtender(ctx context.Context, url func(seconds int) string, prefix string) (stop func() (int, error)) {
+	ctx, cancel := context.WithCancel(ctx)
+	var parts int
+	var failed error
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for ctx.Err() == nil {
+			req, err := http.NewRequestWithContext(ctx, http.MethodGet, url(profilePart), nil)
+			if err != nil {
+				failed = err
+				return
+			}
+			data, err := get(req)
+			if ctx.Err() != nil {
+				return
+			}
+			if err == nil {
+				err = os.WriteFile(fmt.Sprintf("%s.%d", prefix, parts+1), data, 0o644)
+			}
+			if err != nil {
+				failed = err
+				return
+			}
+			parts++
+		}
+	}()
+	return func() (int, error) {
+		cancel()
+		<-done
+		return parts, failed
+	}
+}
