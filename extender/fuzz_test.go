@@ -4,13 +4,17 @@ import (
 	"bytes"
 	"encoding/json"
 	"net/http"
+	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	extenderv1 "k8s.io/kube-scheduler/extender/v1"
 
+	"github.com/gpupack/gpupack/extender/cache"
 	"github.com/gpupack/gpupack/internal/fixture"
 )
 
@@ -94,6 +98,48 @@ func FuzzFilterAnswerJSON(f *testing.F) {
 		}
 		if !bytes.Equal(got.Bytes(), want.Bytes()) {
 			t.Fatalf("written:\n%q\nencoding/json:\n%q", got.Bytes(), want.Bytes())
+		}
+	})
+}
+
+// FuzzExtenderArgsJSON checks that filter and prioritize read a request as
+// encoding/json reads an ExtenderArgs: an error for the same bodies, else
+// the same pod, nodes and node names (none, empty or the same list), the
+// names of nodes the cache knows included.
+func FuzzExtenderArgsJSON(f *testing.F) {
+	fuzzSeeds(f)
+	for _, body := range []string{
+		`{"NodeNames":["n1", "n2" ,"ghost"]}`,
+		`{"NodeNames":[]}`, `{"NodeNames":null}`, `{"Pod":null}`, `{}`,
+		`{"NodeNames":["n1"],"nodenames":["n2"]}`, `{"NodeNames":null,"NodeNames":["n1"]}`, `{"NodeNames":["n1"],"NodeNames":null}`,
+		// Each byte the fast path leaves to encoding/json, alone.
+		`{"NodeNames":["n\u0031"]}`, `{"NodeNames":["n\\2"]}`, `{"NodeNames":["é"]}`, "{\"NodeNames\":[\"\x7f\"]}", "{\"NodeNames\":[\"\xff\"]}",
+		`{"NodeNames":["n1",""]}`, `{"NodeNames":["n1",null,"n2"]}`, `{"NodeNames":["n1",2]}`,
+		`{"NodeNames":"n1"}`, `{"NodeNames":{"n1":1}}`, "{\"NodeNames\":[\t\"n1\"\r\n,\"n2\" ] }",
+	} {
+		f.Add([]byte(body))
+	}
+	c := cache.New(cache.Options{Unit: "GiB", SigningKey: testKey})
+	for _, n := range []string{"n1", "n2", "node-0001"} {
+		c.SetNode(fixture.MakeNode(n).Cards("Tesla T4", 16<<10).Obj())
+	}
+	s := &Server{cache: c}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		var want extenderv1.ExtenderArgs
+		wantErr := decode(httptest.NewRequest(http.MethodPost, filterPath, bytes.NewReader(body)), &want)
+		got, err := s.decodeArgs(httptest.NewRequest(http.MethodPost, filterPath, bytes.NewReader(body)))
+		if (err == nil) != (wantErr == nil) {
+			t.Fatalf("error %v, encoding/json's %v", err, wantErr)
+		}
+		if err != nil {
+			return
+		}
+		if (got.NodeNames == nil) != (want.NodeNames == nil) ||
+			got.NodeNames != nil && ((*got.NodeNames == nil) != (*want.NodeNames == nil) || !slices.Equal(*got.NodeNames, *want.NodeNames)) {
+			t.Fatalf("names %#v, encoding/json's %#v", got.NodeNames, want.NodeNames)
+		}
+		if !equality.Semantic.DeepEqual(got.Pod, want.Pod) || !equality.Semantic.DeepEqual(got.Nodes, want.Nodes) {
+			t.Fatalf("pod or nodes differ:\n%#v\n%#v", got, &want)
 		}
 	})
 }

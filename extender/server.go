@@ -118,22 +118,22 @@ func SigningKey(path string) ([]byte, error) {
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("POST "+Prefix+"/filter", s.verb("filter", func(r *http.Request) (any, error) {
-		var args extenderv1.ExtenderArgs
-		if err := decode(r, &args); err != nil {
+		args, err := s.decodeArgs(r)
+		if err != nil {
 			return nil, err
 		}
-		a, err := s.filter(r.Context(), &args)
+		a, err := s.filter(r.Context(), args)
 		if err != nil {
 			return nil, err
 		}
 		return a, nil
 	}))
 	mux.Handle("POST "+Prefix+"/prioritize", s.verb("prioritize", func(r *http.Request) (any, error) {
-		var args extenderv1.ExtenderArgs
-		if err := decode(r, &args); err != nil {
+		args, err := s.decodeArgs(r)
+		if err != nil {
 			return nil, err
 		}
-		return s.Prioritize(r.Context(), &args)
+		return s.Prioritize(r.Context(), args)
 	}))
 	mux.Handle("POST "+Prefix+"/bind", s.verb("bind", func(r *http.Request) (any, error) {
 		if s.requireClientCert && (r.TLS == nil || len(r.TLS.VerifiedChains) == 0) {

@@ -631,6 +631,22 @@ func (c *Cache) SnapshotInto(s *Snapshot, names []string) {
 	}
 }
 
+// Intern calls fn, under the read lock, with intern: the cache's own copy
+// of a node's name, given the name's bytes, where the cache knows the node;
+// else a new string. A request names every node of the cluster: interned,
+// its names cost no allocation, and a map finds them by comparing
+// pointers. fn must be quick and must not call the cache.
+func (c *Cache) Intern(fn func(intern func(name []byte) string)) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	fn(func(name []byte) string {
+		if ns, ok := c.nodes[string(name)]; ok {
+			return ns.name
+		}
+		return string(name)
+	})
+}
+
 // Read calls fn with the cache's generation and a lookup of nodes as
 // placement sees them, under the read lock: fn must be quick and must not
 // call the cache (to evaluate many nodes, take a Snapshot). A node unknown

@@ -6,6 +6,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"unsafe"
 
 	"github.com/google/go-cmp/cmp"
 	corev1 "k8s.io/api/core/v1"
@@ -173,6 +174,25 @@ func TestRebuildTrust(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestIntern: a known node's name is the cache's own copy; another name is
+// its bytes as a string of its own.
+func TestIntern(t *testing.T) {
+	c := newCache()
+	c.SetNode(fixture.MakeNode("n1").Cards("T4", fixture.GiB(16)).Obj())
+	var own string
+	c.Read(func(_ uint64, lookup func(string) *policy.Node) { own = lookup("n1").Name })
+	buf := []byte("n1 ghost")
+	var known, ghost string
+	c.Intern(func(intern func([]byte) string) { known, ghost = intern(buf[:2]), intern(buf[3:]) })
+	buf[0], buf[3] = 'x', 'x' // neither string may share the caller's bytes
+	if known != "n1" || unsafe.StringData(known) != unsafe.StringData(own) {
+		t.Errorf("known name %q is not the cache's copy of %q", known, own)
+	}
+	if ghost != "ghost" {
+		t.Errorf("unknown name %q, want ghost", ghost)
 	}
 }
 
