@@ -57,16 +57,16 @@ func (c *cardConfigs) add(s *shape, si int) {
 // shares as it holds.
 func (c *cardConfigs) seed() {
 	c.seen = map[string]bool{}
-	for i, m := range c.sizes {
+	for i := range c.sizes {
 		a := make([]int64, len(c.sizes))
-		a[i] = c.holds(i, m)
+		a[i] = c.holds(i)
 		c.keep(a)
 	}
 }
 
-// holds is the most shares of size index i that one card holds when each
-// is m or more.
-func (c *cardConfigs) holds(i int, m int64) int64 { return min(c.most[i], CardUnits/m) }
+// holds is the most shares of size index i one card may hold: as many as
+// fit it, and no more than there are.
+func (c *cardConfigs) holds(i int) int64 { return min(c.most[i], CardUnits/c.sizes[i]) }
 
 func (c *cardConfigs) keep(a []int64) bool {
 	k := fmt.Sprint(a)
@@ -123,7 +123,7 @@ func (c *cardConfigs) price(duals []float64) (float64, bool) {
 		if v <= 0 {
 			continue
 		}
-		for n, q := c.holds(i, m), int64(1); n > 0; q *= 2 {
+		for n, q := c.holds(i), int64(1); n > 0; q *= 2 {
 			q = min(q, n)
 			items = append(items, item{i, int(q), q * m, float64(q) * v})
 			n -= q
