@@ -2,7 +2,6 @@ package extender
 
 import (
 	"context"
-	"encoding/json"
 	"slices"
 	"sync"
 	"time"
@@ -49,18 +48,7 @@ type miss struct {
 // newMiss is the miss of u (nil: a node that the cache does not know, or
 // a request that no node can serve) with the text given.
 func newMiss(u *policy.Unfit, text string) *miss {
-	var out []byte
-	if plainJSON(text) {
-		out = make([]byte, 0, len(text)+2)
-		out = append(append(append(out, '"'), text...), '"')
-	} else {
-		var err error
-		if out, err = json.Marshal(text); err != nil {
-			// A string always encodes.
-			panic(err)
-		}
-	}
-	return &miss{unfit: u, text: text, json: out}
+	return &miss{unfit: u, text: text, json: appendQuoted(make([]byte, 0, len(text)+2), text)}
 }
 
 // known is false for the answer of a node the cache does not know.

@@ -51,17 +51,11 @@ func appendFilterAnswer(b *bytes.Buffer, a *filterAnswer) error {
 	}
 	failed, unresolvable := a.failedByName()
 	b.WriteString(`,"FailedNodes":`)
-	if err := appendFailed(enc, b, a, failed); err != nil {
-		return err
-	}
+	appendFailed(b, a, failed)
 	b.WriteString(`,"FailedAndUnresolvableNodes":`)
-	if err := appendFailed(enc, b, a, unresolvable); err != nil {
-		return err
-	}
+	appendFailed(b, a, unresolvable)
 	b.WriteString(`,"Error":`)
-	if err := appendString(enc, b, a.res.Error); err != nil {
-		return err
-	}
+	b.Write(appendQuoted(b.AvailableBuffer(), a.res.Error))
 	b.WriteString("}\n")
 	return nil
 }
@@ -152,33 +146,32 @@ func byNameSlow(names []string, at []int) []int {
 
 // appendFailed appends the map of the nodes at positions at (failedByName)
 // as encoding/json writes it.
-func appendFailed(enc *json.Encoder, b *bytes.Buffer, a *filterAnswer, at []int) error {
+func appendFailed(b *bytes.Buffer, a *filterAnswer, at []int) {
 	b.WriteByte('{')
 	for k, i := range at {
 		if k > 0 {
 			b.WriteByte(',')
 		}
-		if err := appendString(enc, b, a.names[i]); err != nil {
-			return err
-		}
+		b.Write(appendQuoted(b.AvailableBuffer(), a.names[i]))
 		b.WriteByte(':')
 		m, _ := a.why(i)
 		b.Write(m.json)
 	}
 	b.WriteByte('}')
-	return nil
 }
 
-// appendString appends s as encoding/json writes a string: quoted as it
-// is where it is plainJSON, else as encoding/json writes it.
-func appendString(enc *json.Encoder, b *bytes.Buffer, s string) error {
-	if !plainJSON(s) {
-		return encodeValue(enc, b, s)
+// appendQuoted appends s to dst as encoding/json writes a string: quoted
+// as it is where it is plainJSON, else as json.Marshal writes it.
+func appendQuoted(dst []byte, s string) []byte {
+	if plainJSON(s) {
+		return append(append(append(dst, '"'), s...), '"')
 	}
-	b.WriteByte('"')
-	b.WriteString(s)
-	b.WriteByte('"')
-	return nil
+	q, err := json.Marshal(s)
+	if err != nil {
+		// A string always encodes.
+		panic(err)
+	}
+	return append(dst, q...)
 }
 
 // plainJSON reports whether s is printable ASCII that encoding/json writes
