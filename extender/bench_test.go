@@ -289,33 +289,26 @@ func cluster5000(b testing.TB, pol string, mod ...func(*config.Config)) (*Server
 }
 
 // benchVerbs measures filter plus prioritize for one pod per iteration, in
-// two regimes:
-//   - cold: every pod has a new shape (its CPU request differs), so every
-//     node is evaluated;
-//   - warm: every pod has the same shape and, between pods, one node changes
-//     (as after a bind), so the unchanged nodes' results are reused.
+// each regime (see regimes).
 func benchVerbs(b *testing.B, srv *Server, base *corev1.Pod, names []string) {
-	for _, warm := range []bool{false, true} {
-		name := "cold"
-		if warm {
-			name = "warm"
-		}
-		b.Run(name, func(b *testing.B) {
+	for _, rg := range regimes {
+		b.Run(string(rg), func(b *testing.B) {
 			ctx := context.Background()
 			rng := rand.New(rand.NewSource(2))
 			b.ReportAllocs()
 			b.ResetTimer()
 			for i := range b.N {
 				pod := base.DeepCopy()
-				pod.Name, pod.UID = fmt.Sprintf("%s-%s-%d", base.Name, name, i), types.UID(fmt.Sprintf("%s-%s-%d", base.UID, name, i))
-				if warm {
+				pod.Name, pod.UID = fmt.Sprintf("%s-%s-%d", base.Name, rg, i), types.UID(fmt.Sprintf("%s-%s-%d", base.UID, rg, i))
+				if rg == warm {
 					b.StopTimer()
 					touch(b, srv, names[rng.Intn(len(names))], i)
 					b.StartTimer()
 				} else {
-					cpu := *resource.NewMilliQuantity(int64(1+i%1000), resource.DecimalSI)
-					pod.Spec.Containers[0].Resources.Limits[corev1.ResourceCPU] = cpu
-					pod.Spec.Containers[0].Resources.Requests[corev1.ResourceCPU] = cpu
+					setCPU(pod, int64(1+i%1000))
+					if rg == newShare {
+						setNewShare(pod, i)
+					}
 				}
 				args := &extenderv1.ExtenderArgs{Pod: pod, NodeNames: &names}
 				fr, err := srv.Filter(ctx, args)
@@ -329,6 +322,47 @@ func benchVerbs(b *testing.B, srv *Server, base *corev1.Pod, names []string) {
 			}
 		})
 	}
+}
+
+// regime is how the pods of a benchmark differ from one pod to the next.
+type regime string
+
+const (
+	// cold: every pod has a new shape (its CPU request differs), so every
+	// node is evaluated; its GPU share is the others', so the card costs
+	// each node keeps for a share (policy.Measures) serve it, as they do
+	// a pod of a new shape that asks one of the few shares most pods ask.
+	cold regime = "cold"
+	// newShare: every pod's CPU request and GPU share both differ from
+	// the last pods', so no card cost kept serves it.
+	newShare regime = "newshare"
+	// warm: every pod has the same shape and, between pods, one node
+	// changes (as after a bind), so the unchanged nodes' results are
+	// reused.
+	warm regime = "warm"
+)
+
+var regimes = []regime{cold, newShare, warm}
+
+// setCPU sets the CPU that pod's first container asks (limit and request).
+func setCPU(pod *corev1.Pod, milli int64) {
+	cpu := *resource.NewMilliQuantity(milli, resource.DecimalSI)
+	c := &pod.Spec.Containers[0]
+	c.Resources.Limits[corev1.ResourceCPU] = cpu
+	c.Resources.Requests[corev1.ResourceCPU] = cpu
+}
+
+// setNewShare makes the i-th pod of the newshare regime ask a share other
+// than the last pods' (limit and request): for a base share of u units,
+// u/2 + i mod (u+1), a cycle of u+1 shares, longer than the shares a node
+// keeps the card costs of.
+func setNewShare(pod *corev1.Pod, i int) {
+	c := &pod.Spec.Containers[0]
+	base := c.Resources.Limits[contract.ResourceGPUMem]
+	u := base.Value()
+	share := *resource.NewQuantity(u/2+int64(i)%(u+1), resource.DecimalSI)
+	c.Resources.Limits[contract.ResourceGPUMem] = share
+	c.Resources.Requests[contract.ResourceGPUMem] = share
 }
 
 var touches int

@@ -103,7 +103,8 @@ func heldNodes(t *testing.T, srv *Server, names ...string) {
 // TestEvaluateWithMeasures checks, under fill and FGD, that evaluations
 // that start from the nodes' kept measures (policy.Measures, shared by
 // every request shape) answer what Place answers afresh, for pods of
-// several shapes in turn and after nodes change, and that a node named many
+// several shapes in turn (shares and CPU, more shares than a node keeps
+// the card costs of) and after nodes change, and that a node named many
 // times in one request is answered alike at every position (run with -race:
 // its positions must not share its measures between workers).
 func TestEvaluateWithMeasures(t *testing.T) {
@@ -112,7 +113,7 @@ func TestEvaluateWithMeasures(t *testing.T) {
 			srv, names := cluster5000(t, pol)
 			names = names[:200]
 			ctx := context.Background()
-			for k, gib := range []int64{20, 7, 40, 20, 3} {
+			for k, gib := range []int64{20, 7, 40, 20, 3, 11, 13, 7, 20, 20} {
 				if k == 3 {
 					// 50 nodes change: their first cards' shares go.
 					for i := range 50 {
@@ -121,7 +122,8 @@ func TestEvaluateWithMeasures(t *testing.T) {
 						}
 					}
 				}
-				req, _ := cache.RequestOf(fixture.MakePod().Name(fmt.Sprintf("p%d", k)).GPUMem(gib).Obj())
+				cpu := fmt.Sprintf("%dm", 1+300*k)
+				req, _ := cache.RequestOf(fixture.MakePod().Name(fmt.Sprintf("p%d", k)).Container(fmt.Sprint(gib), "", cpu).Obj())
 				asked := append(slices.Clone(names), slices.Repeat([]string{names[7]}, 40)...)
 				ev := srv.evaluate(ctx, req, asked)
 				w := srv.workload()

@@ -31,8 +31,9 @@ import (
 // them: a POST over a real connection with the JSON ExtenderArgs it sends
 // in nodeCacheCapable mode (a full pod and 5,000 node names, as with
 // percentageOfNodesToScore: 100), timed until the answer is read, over the
-// cluster of BenchmarkFilterPrioritize5000, in two regimes (see benchVerbs:
-// cold, every node evaluated; warm, one node changed between calls).
+// cluster of BenchmarkFilterPrioritize5000, in each regime (see regimes:
+// cold and newshare, every node evaluated; warm, one node changed between
+// calls).
 //
 // fill is the default policy; binpack/best and fill/best are under
 // filterKeeps: best (as the chart configures it): filter answers the best
@@ -73,7 +74,7 @@ func BenchmarkHTTPTrace5000(b *testing.B) {
 	}
 }
 
-// benchHTTPVerbs runs benchHTTP for filter and prioritize, cold and warm,
+// benchHTTPVerbs runs benchHTTP for filter and prioritize in each regime,
 // with pods of one share of gpu units.
 func benchHTTPVerbs(b *testing.B, srv *Server, names []string, gpu int64) {
 	gp := httptest.NewServer(srv.Handler())
@@ -81,19 +82,15 @@ func benchHTTPVerbs(b *testing.B, srv *Server, names []string, gpu int64) {
 	nw := httptest.NewServer(noWork())
 	defer nw.Close()
 	for _, verb := range []string{"filter", "prioritize"} {
-		for _, warm := range []bool{false, true} {
-			regime := "cold"
-			if warm {
-				regime = "warm"
-			}
-			b.Run(verb+"/"+regime, func(b *testing.B) {
-				benchHTTP(b, srv, gp, nw, verb, warm, names, gpu)
+		for _, rg := range regimes {
+			b.Run(verb+"/"+string(rg), func(b *testing.B) {
+				benchHTTP(b, srv, gp, nw, verb, rg, names, gpu)
 			})
 		}
 	}
 }
 
-func benchHTTP(b *testing.B, srv *Server, gp, nw *httptest.Server, verb string, warm bool, names []string, gpu int64) {
+func benchHTTP(b *testing.B, srv *Server, gp, nw *httptest.Server, verb string, rg regime, names []string, gpu int64) {
 	client := gp.Client()
 	rng := rand.New(rand.NewSource(2))
 	var ours, none []time.Duration
@@ -103,9 +100,12 @@ func benchHTTP(b *testing.B, srv *Server, gp, nw *httptest.Server, verb string, 
 	for i := range b.N {
 		b.StopTimer()
 		pod := fullPod(fmt.Sprintf("bench-%s-%d", verb, i), int64(1+i%1000), gpu)
-		if warm {
+		switch rg {
+		case warm:
 			pod.Spec.Containers[0].Resources.Requests[corev1.ResourceCPU] = resource.MustParse("1")
 			touch(b, srv, names[rng.Intn(len(names))], i)
+		case newShare:
+			setNewShare(pod, i)
 		}
 		args := extenderv1.ExtenderArgs{Pod: pod, NodeNames: &names}
 		body := mustJSON(b, &args)

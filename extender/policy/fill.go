@@ -331,11 +331,12 @@ func (fr *fillRoom) unfillable(w *Workload, changes []cardChange, cpu int64) flo
 
 // fillRoom is the room of rt.Node's cards (fillRoom.measure).
 func (rt *Rating) fillRoom() *fillRoom {
-	if rt.have&haveRoom == 0 {
-		rt.room.measure(rt.Node, rt.W, -1, 0)
-		rt.have |= haveRoom
+	ms := rt.measures()
+	if ms.have&haveRoom == 0 {
+		ms.room.measure(rt.Node, rt.W, -1, 0)
+		ms.have |= haveRoom
 	}
-	return &rt.room
+	return &ms.room
 }
 
 // unfillable is unfillable(rt.Node, rt.W, -1, 0).
@@ -343,10 +344,11 @@ func (rt *Rating) unfillable() float64 {
 	if rt.W == nil {
 		return 0
 	}
-	if rt.have&haveUnfill == 0 {
-		rt.unfill, rt.have = rt.fillRoom().unfillable(rt.W, nil, cpuOf(rt.Node)), rt.have|haveUnfill
+	ms := rt.measures()
+	if ms.have&haveUnfill == 0 {
+		ms.unfill, ms.have = rt.fillRoom().unfillable(rt.W, nil, cpuOf(rt.Node)), ms.have|haveUnfill
 	}
-	return rt.unfill
+	return ms.unfill
 }
 
 // unfillableWith is unfillable(rt.Node, rt.W, pos, extra), from the room

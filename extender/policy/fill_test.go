@@ -138,34 +138,45 @@ func TestRatingMeasuresAgree(t *testing.T) {
 		if got, want := rt.unfillableAfter(after), unfillable(after, w, -1, 0); got != want {
 			t.Fatalf("trial %d: unfillable after, from the room %v, afresh %v\nbefore %+v\nafter %+v", trial, got, want, n, after)
 		}
-		rt.done(nil)
+		rt.done()
 	}
 }
 
 // TestPlaceMeasuredAgrees checks that rating a node from the measures kept
 // for it gives what rating it afresh gives, for requests of several shapes
 // in turn, and that measures kept at another Version of the node, or under
-// another workload estimate, are not used.
+// another workload estimate, are not used. The requests draw their shares
+// from a few, more than a node keeps the card costs of, under a policy
+// that may change (Random's card costs read the request): a card cost kept
+// for another share, policy or state of the node would show.
 func TestPlaceMeasuredAgrees(t *testing.T) {
 	rng := rand.New(rand.NewSource(17))
 	for trial := range 1000 {
 		n, w, _, _ := randomCase(rng)
 		n.Version = uint64(trial)
 		other := NewWorkload(map[Shape]int64{{Share: 5, Cards: 1}: 1}, 1)
+		shares := make([]int64, costShares+2)
+		for i := range shares {
+			shares[i] = 1 + rng.Int63n(80)
+		}
 		var m Measures
-		for k := range 6 {
-			p := mustGet(t, []Name{Fill, FGD, Binpack}[rng.Intn(3)])
-			r := &Request{Containers: []contract.ContainerRequest{{Name: "c0", Mem: 1 + rng.Int63n(80)}}, CPUMilli: int64(rng.Intn(4000))}
+		policies := []Name{Fill, FGD, Binpack, Random}
+		p := mustGet(t, policies[rng.Intn(len(policies))])
+		for k := range 16 {
+			if k == 10 {
+				p = mustGet(t, policies[rng.Intn(len(policies))])
+			}
+			r := &Request{Containers: []contract.ContainerRequest{{Name: "c0", Mem: shares[rng.Intn(len(shares))]}}, CPUMilli: int64(rng.Intn(4000)), Salt: rng.Uint64()}
 			if rng.Intn(4) == 0 {
 				r.Containers = append(r.Containers, contract.ContainerRequest{Index: 1, Name: "c1", Mem: 1 + rng.Int63n(20)})
 			}
 			ww := w
 			switch k {
-			case 3: // the node changes
+			case 8: // the node changes
 				i := rng.Intn(len(n.Cards))
 				n.Cards[i].Used = rng.Int63n(n.Cards[i].Total + 1)
 				n.Version += 1000
-			case 4:
+			case 12:
 				ww = other
 			}
 			wantD, wantU := Place(n, r, p, ww)

@@ -163,7 +163,7 @@ func place(n *Node, r *Request, p *Policy, w *Workload, m *Measures) (Decision, 
 	after.CPUFree -= r.CPUMilli
 	after.MemFree -= r.MemMiB
 	rt := rate(n, r, w, m)
-	defer rt.done(m)
+	defer rt.done()
 	return Decision{alloc: alloc, Score: p.NodeScore(rt, after)}, nil
 }
 
@@ -180,7 +180,7 @@ func placeOne(n *Node, r *Request, p *Policy, w *Workload, m *Measures) (Decisio
 	}
 	c := r.Containers[0]
 	rt := rate(n, r, w, m)
-	defer rt.done(m)
+	defer rt.done()
 	best, bestShare := -1, int64(0)
 	var bestCost float64
 	var bestFree int64
@@ -194,7 +194,7 @@ func placeOne(n *Node, r *Request, p *Policy, w *Workload, m *Measures) (Decisio
 			continue
 		}
 		seen = append(seen, card)
-		cost, free := p.CardCost(rt, i, share), card.Free()-share
+		cost, free := rt.cardCost(p, i, share), card.Free()-share
 		if best < 0 || cheaper(cost, free, bestCost, bestFree) {
 			best, bestShare, bestCost, bestFree = i, share, cost, free
 		}
@@ -515,7 +515,7 @@ func (s *searcher) candidates(c contract.ContainerRequest, used map[int]int64) [
 	}
 	var cands []cand
 	rt := rate(s.node, s.req, s.w, nil) // the node is unchanged while its cards are rated
-	defer rt.done(nil)
+	defer rt.done()
 	var rated [16]*Card
 	seen := rated[:0]
 	whole, perCard := c.Whole(), c.PerCard()

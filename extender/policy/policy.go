@@ -36,6 +36,9 @@ type Policy struct {
 	Name Name
 	// CardCost rates putting share units on rt.Node.Cards[i] (for a whole
 	// card, share is the card's size); the search tries cheaper cards first.
+	// It reads the node, the workload, the card and the share, and of the
+	// request only what a PerPod policy may: the extender keeps its values
+	// for a node while the node is unchanged (Measures).
 	CardCost func(rt *Rating, i int, share int64) float64
 	// NodeScore rates a node after a placement; higher is better. rt.Node
 	// is the node as it was, after the node with the placement applied.

@@ -14,7 +14,13 @@ type Rating struct {
 	Node *Node
 	Req  *Request
 	W    *Workload
-	measured
+	// kept are the measures kept for the node (Measures), which the
+	// rating reads and adds to in place; nil: the rating's own.
+	kept *measured
+	own  measured
+	// costs are the card costs kept for the node (cardCost); nil when
+	// none are kept.
+	costs *cardCosts
 }
 
 // measured is what is measured of a node as it is, under a workload
@@ -30,17 +36,6 @@ type measured struct {
 	unfill float64
 }
 
-// copyFrom sets d to s, reusing d's memory for the room (copied only
-// when s has measured it).
-func (d *measured) copyFrom(s *measured) {
-	rooms := d.room.rooms[:0]
-	if s.have&haveRoom != 0 {
-		rooms = append(rooms, s.room.rooms...)
-	}
-	*d = *s
-	d.room.rooms = rooms
-}
-
 const (
 	haveFrag uint8 = 1 << iota
 	haveSize
@@ -52,49 +47,57 @@ const (
 // rooms: a Rating is only used while its node is rated.
 var ratings = sync.Pool{New: func() any { return new(Rating) }}
 
-// rate returns a Rating of n for r under w, starting from the measures
-// kept in m (nil: none); the caller gives it back with done(m) when the
-// node is rated.
+// rate returns a Rating of n for r under w, reading and adding to the
+// measures kept in m (nil: none, the Rating measures afresh); the caller
+// gives it back with done when the node is rated.
 func rate(n *Node, r *Request, w *Workload, m *Measures) *Rating {
 	rt := ratings.Get().(*Rating)
-	rt.Node, rt.Req, rt.W, rt.have = n, r, w, 0
+	rt.Node, rt.Req, rt.W = n, r, w
+	rt.own.have, rt.kept, rt.costs = 0, nil, nil
 	if m != nil {
-		rt.load(m)
+		rt.kept, rt.costs = &m.measured, &m.costs
 	}
 	return rt
 }
 
-// done keeps what the Rating measured in m (nil: nowhere) and gives the
-// Rating back: the caller no longer uses it.
-func (rt *Rating) done(m *Measures) {
-	if m != nil {
-		rt.store(m)
-	}
-	rt.Node, rt.Req, rt.W = nil, nil, nil
+// done gives the Rating back: the caller no longer uses it.
+func (rt *Rating) done() {
+	rt.Node, rt.Req, rt.W, rt.kept, rt.costs = nil, nil, nil, nil, nil
 	ratings.Put(rt)
+}
+
+// measures are the measures the Rating reads and adds to: those kept for
+// its node, else its own.
+func (rt *Rating) measures() *measured {
+	if rt.kept != nil {
+		return rt.kept
+	}
+	return &rt.own
 }
 
 // fragmentation is Fragmentation(rt.Node, rt.W).
 func (rt *Rating) fragmentation() float64 {
-	if rt.have&haveFrag == 0 {
-		rt.frag, rt.have = Fragmentation(rt.Node, rt.W), rt.have|haveFrag
+	ms := rt.measures()
+	if ms.have&haveFrag == 0 {
+		ms.frag, ms.have = Fragmentation(rt.Node, rt.W), ms.have|haveFrag
 	}
-	return rt.frag
+	return ms.frag
 }
 
 // cardSize is cardSize(rt.Node).
 func (rt *Rating) cardSize() int64 {
-	if rt.have&haveSize == 0 {
-		rt.size, rt.have = cardSize(rt.Node), rt.have|haveSize
+	ms := rt.measures()
+	if ms.have&haveSize == 0 {
+		ms.size, ms.have = cardSize(rt.Node), ms.have|haveSize
 	}
-	return rt.size
+	return ms.size
 }
 
 // Measures are what a Rating measured of a node as it is, which no request
-// changes: kept by the caller for the node (by its slot, as Answers keeps
-// answers), they spare the next rating of the node at the same Version,
-// under the same workload estimate, for another request, measuring it
-// again. Each request of a new shape rates every node of the cluster; the
+// changes, and the card costs it rated there: kept by the caller for the
+// node (by its slot, as Answers keeps answers), they spare the next rating
+// of the node at the same Version, under the same workload estimate, for
+// another request, measuring it again. Each request of a new shape rates every node of the cluster; the
 // measures of a node hold for all of them. The zero value keeps nothing.
 type Measures struct {
 	// at is the node's Version plus one (0: nothing kept), w the workload
@@ -102,6 +105,7 @@ type Measures struct {
 	at uint64
 	w  *Workload
 	measured
+	costs cardCosts
 }
 
 // PlaceMeasured is Place, starting from m's measures of n when they were
@@ -113,16 +117,77 @@ func PlaceMeasured(n *Node, r *Request, p *Policy, w *Workload, m *Measures) (De
 	}
 	if m.at != n.Version+1 || m.w != w {
 		m.at, m.w, m.have = n.Version+1, w, 0
+		m.costs.reset(nil)
 	}
 	return place(n, r, p, w, m)
 }
 
-// load starts rt from the measures kept in m (of rt's node).
-func (rt *Rating) load(m *Measures) { rt.measured.copyFrom(&m.measured) }
+// cardCosts are a policy's CardCost values of one node's cards for the
+// last few shares rated there (costShares), kept in its Measures: a pod of
+// a new shape (new CPU, say) that asks a share already rated on the
+// unchanged node finds its card costs there, since CardCost reads the
+// node, the workload, the card and the share only. The openb trace's 8,152
+// pods ask 91 shapes but 25 shares, five of which are 86% of the shared
+// pods.
+type cardCosts struct {
+	p    *Policy // the policy whose costs these are (nil: none kept)
+	next int     // the set a new share takes, round robin
+	sets [costShares]costSet
+}
 
-// store keeps in m what rt measured, when it measured more than m holds.
-func (rt *Rating) store(m *Measures) {
-	if rt.have&^m.have != 0 {
-		m.measured.copyFrom(&rt.measured)
+// costSet is CardCost(rt, i, share) in cost[i] for each card i whose bit
+// is set in known (share 0: the set is free).
+type costSet struct {
+	share int64
+	known uint16
+	cost  [costCards]float64
+}
+
+const (
+	// costShares is how many shares' card costs a node keeps.
+	costShares = 4
+	// costCards is how many of a node's cards keep their costs: those
+	// beyond are rated each time.
+	costCards = 16
+)
+
+// reset forgets every kept cost, keeping p's from now on.
+func (c *cardCosts) reset(p *Policy) {
+	c.p, c.next = p, 0
+	for i := range c.sets {
+		c.sets[i].share, c.sets[i].known = 0, 0
 	}
+}
+
+// cardCost is p.CardCost(rt, i, share), from the costs kept for rt's node
+// when it was rated there before (and kept there when not). A PerPod
+// policy's costs are not kept: they may read the request.
+func (rt *Rating) cardCost(p *Policy, i int, share int64) float64 {
+	c := rt.costs
+	if c == nil || p.PerPod || i >= costCards || share <= 0 {
+		return p.CardCost(rt, i, share)
+	}
+	if c.p != p {
+		c.reset(p)
+	}
+	set := c.set(share)
+	if set.known&(1<<i) == 0 {
+		set.cost[i] = p.CardCost(rt, i, share)
+		set.known |= 1 << i
+	}
+	return set.cost[i]
+}
+
+// set is the set of share's costs: the one kept, else a new one in place
+// of the oldest.
+func (c *cardCosts) set(share int64) *costSet {
+	for i := range c.sets {
+		if c.sets[i].share == share {
+			return &c.sets[i]
+		}
+	}
+	s := &c.sets[c.next]
+	c.next = (c.next + 1) % costShares
+	s.share, s.known = share, 0
+	return s
 }
