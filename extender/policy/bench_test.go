@@ -82,3 +82,28 @@ func BenchmarkUnfillable(b *testing.B) {
 	}
 	_ = sink
 }
+
+// BenchmarkUnfillableWith80 is fill's measure of a share on each card of a
+// node of 8 cards of 80 units, half used, against a workload of the
+// 80 shares of 1 to 80 units (BenchmarkHTTP5000's), from the room measured
+// once, as placeOne rates the cards.
+func BenchmarkUnfillableWith80(b *testing.B) {
+	counts := map[Shape]int64{}
+	for u := int64(1); u <= 80; u++ {
+		counts[Shape{Share: u, Cards: 1}] = 1
+	}
+	w := NewWorkload(counts, 1)
+	n := &Node{Name: "n", Resources: true, CPUFree: 32000, MemFree: 1 << 20}
+	for i, u := range []int64{0, 17, 0, 55, 0, 3, 0, 71} {
+		n.Cards = append(n.Cards, Card{Index: i, Model: "A100", Total: 80, Used: u, Healthy: true})
+	}
+	rt := rate(n, &Request{}, w, nil)
+	defer rt.done()
+	var sink float64
+	for range b.N {
+		for i := range n.Cards {
+			sink += rt.unfillableWith(i, 5)
+		}
+	}
+	_ = sink
+}
