@@ -15,6 +15,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/gpupack/gpupack/contract"
 	"github.com/gpupack/gpupack/extender/policy"
@@ -108,19 +109,31 @@ func (s *shape) fits(t *nodeType) bool {
 	return s.cards <= int64(t.cards) && s.cpu <= t.cpu && s.memory <= t.memory && contract.ModelAllowed(s.allowed, t.model)
 }
 
+// nodeTypes is the nodes' types, in the order the nodes first show them.
 func nodeTypes(nodes []Node) []*nodeType {
-	byKey := map[nodeType]*nodeType{}
 	var out []*nodeType
-	for _, n := range nodes {
-		k := nodeType{model: n.Model, cards: n.GPUs, cpu: n.CPUMilli, memory: n.MemoryMiB}
-		t := byKey[k]
-		if t == nil {
-			t = new(nodeType)
-			*t = k
-			byKey[k] = t
-			out = append(out, t)
+	for i, ti := range nodeTypeOf(nodes) {
+		if ti == len(out) {
+			n := &nodes[i]
+			out = append(out, &nodeType{model: n.Model, cards: n.GPUs, cpu: n.CPUMilli, memory: n.MemoryMiB})
 		}
-		t.count++
+		out[ti].count++
+	}
+	return out
+}
+
+// nodeTypeOf is each node's type, as its index in nodeTypes(nodes).
+func nodeTypeOf(nodes []Node) []int {
+	at := map[nodeType]int{}
+	out := make([]int, len(nodes))
+	for i, n := range nodes {
+		k := nodeType{model: n.Model, cards: n.GPUs, cpu: n.CPUMilli, memory: n.MemoryMiB}
+		ti, ok := at[k]
+		if !ok {
+			ti = len(at)
+			at[k] = ti
+		}
+		out[i] = ti
 	}
 	return out
 }
@@ -189,7 +202,7 @@ const maxRounds = 500
 // Lagrangian bound of the duals); the least such value over the rounds is
 // returned, so a capped run still bounds every placement.
 func solveBound(ctx context.Context, nodes []Node, pods []Pod, arrived []int) (float64, []*shape, error) {
-	return solveProgram(ctx, newBoundProgram(nodes, pods, arrived, true))
+	return solveProgram(ctx, newBoundProgram(nodes, pods, arrived, cardLevel))
 }
 
 // solveProgram runs b's column generation as solveBound describes.
@@ -227,6 +240,11 @@ func solveProgram(ctx context.Context, b *boundProgram) (float64, []*shape, erro
 			gain += float64(c.count) * max(0, rc)
 			added = added || grew
 		}
+		for _, c := range b.nodes {
+			rc, grew := c.price(duals)
+			gain += float64(c.count) * max(0, rc)
+			added = added || grew
+		}
 		best = min(best, opt+gain)
 		if !added || b.solved == b.maxRounds {
 			break
@@ -235,6 +253,7 @@ func solveProgram(ctx context.Context, b *boundProgram) (float64, []*shape, erro
 	for j, s := range b.cols {
 		s.placed += values[j]
 	}
+	b.values = values
 	return best, b.shapes, nil
 }
 
@@ -247,19 +266,36 @@ type boundProgram struct {
 	// (in the objective), which is glpsol's numbering of them; the
 	// configurations' columns follow.
 	cols   []*shape
+	colAt  [][2]int     // each x column's type and shape: x_t_s
 	obj    bytes.Buffer // the x columns' terms
 	fixed  bytes.Buffer // the rows that read no configuration
 	fixedN int          // how many
 	cards  []*cardConfigs
+	nodes  []*nodeConfigs
 	rows   int // rows in the program, as text last wrote it
 	// maxRounds caps the solves; solved counts them.
 	maxRounds, solved int
+	// values are the columns' values in the last solve.
+	values []float64
 }
 
-// newBoundProgram builds the program for the pods arrived; configs false
-// leaves the card configurations out (only the cuts bound what a card
-// holds), which the tests compare against.
-func newBoundProgram(nodes []Node, pods []Pod, arrived []int, configs bool) *boundProgram {
+// boundLevel is how much of what one card or node holds the program
+// knows: the bound's program is at cardLevel, ProgramPacking's at
+// nodeLevel, and the tests compare the levels.
+type boundLevel int
+
+const (
+	// cutsLevel: only the cuts bound what a card and a node hold.
+	cutsLevel boundLevel = iota
+	// cardLevel adds the card configurations.
+	cardLevel
+	// nodeLevel adds the node configurations too.
+	nodeLevel
+)
+
+// newBoundProgram builds the program for the pods arrived, knowing as much
+// as level says.
+func newBoundProgram(nodes []Node, pods []Pod, arrived []int, level boundLevel) *boundProgram {
 	types, shapes := nodeTypes(nodes), podShapes(pods, arrived)
 	b := &boundProgram{shapes: shapes, maxRounds: maxRounds}
 	// x_t_s is how many pods of shape s are placed on nodes of type t,
@@ -271,15 +307,19 @@ func newBoundProgram(nodes []Node, pods []Pod, arrived []int, configs bool) *bou
 		row := make([]bytes.Buffer, 3+cardCuts+3*nodeCuts)
 		rhs := make([]float64, len(row))
 		c := &cardConfigs{t: ti, count: int64(t.cards) * t.count}
+		nc := newNodeConfigs(ti, t)
 		for si, s := range shapes {
 			if !s.fits(t) {
 				continue
 			}
-			b.cols = append(b.cols, s)
+			b.cols, b.colAt = append(b.cols, s), append(b.colAt, [2]int{ti, si})
 			term(&b.obj, float64(s.demand()), "x", ti, si)
 			term(&shapeRows[si], 1, "x", ti, si)
-			if configs {
+			if level >= cardLevel {
 				c.add(s, si)
+			}
+			if level >= nodeLevel {
+				nc.add(s, si)
 			}
 			r := 0
 			add := func(coef, right float64) {
@@ -313,6 +353,10 @@ func newBoundProgram(nodes []Node, pods []Pod, arrived []int, configs bool) *bou
 			c.seed()
 			b.cards = append(b.cards, c)
 		}
+		if len(nc.shapes) > 0 {
+			nc.seed()
+			b.nodes = append(b.nodes, nc)
+		}
 	}
 	for si, s := range shapes {
 		if shapeRows[si].Len() > 0 {
@@ -336,6 +380,9 @@ func (b *boundProgram) columns() int {
 	for _, c := range b.cards {
 		n += len(c.configs)
 	}
+	for _, c := range b.nodes {
+		n += len(c.configs)
+	}
 	return n
 }
 
@@ -353,9 +400,17 @@ func (b *boundProgram) text() []byte {
 			fmt.Fprintf(&w, " + 0 z_%d_%d", c.t, j)
 		}
 	}
+	for _, c := range b.nodes {
+		for j := range c.configs {
+			fmt.Fprintf(&w, " + 0 w_%d_%d", c.t, j)
+		}
+	}
 	w.WriteString("\nSubject To\n")
 	row := 0
 	for _, c := range b.cards {
+		row = c.writeRows(&w, row)
+	}
+	for _, c := range b.nodes {
 		row = c.writeRows(&w, row)
 	}
 	w.Write(b.fixed.Bytes())
@@ -470,6 +525,13 @@ type Limit struct {
 	// OfflinePolicies; Offline says which did best ("policy, order").
 	OfflineUnallocated float64 `json:"offline_unallocated_pct_at_100"`
 	Offline            string  `json:"offline"`
+	// ProgramUnallocated is what the packing by integer program
+	// (ProgramPacking) left, where it ran (nil: not run): one of the
+	// packings OfflineUnallocated is the best of.
+	ProgramUnallocated *float64 `json:"program_unallocated_pct_at_100,omitempty"`
+	// ProgramLeavesOut is the GPU (% of capacity) of the pods that packing
+	// leaves out, by request, as BoundLeavesOut.
+	ProgramLeavesOut map[string]float64 `json:"program_leaves_out_pct,omitempty"`
 }
 
 // OfflinePolicies are the policies an offline packing tries, ties to the
@@ -487,8 +549,10 @@ var OfflineOrders = map[string]func(pods []Pod, arrived []int) []int{
 }
 
 // Limits computes the bound and the best offline packing of the pods
-// arrived at 100% under the protocol's order for seed.
-func Limits(ctx context.Context, nodes []Node, pods []Pod, seed int64) (*Limit, error) {
+// arrived at 100% under the protocol's order for seed; with program
+// positive, the packing by integer program (ProgramPacking, for up to
+// program) is tried too.
+func Limits(ctx context.Context, nodes []Node, pods []Pod, seed int64, program time.Duration) (*Limit, error) {
 	capacity := Capacity(nodes)
 	if capacity == 0 {
 		return nil, fmt.Errorf("the nodes have no GPU")
@@ -519,6 +583,7 @@ func Limits(ctx context.Context, nodes []Node, pods []Pod, seed int64) (*Limit, 
 		l.OfflineUnallocated, l.Offline = 100, "nothing arrived"
 		return l, nil
 	}
+	var start [][]int // the best packing's pods, by node
 	orders := maps.Clone(OfflineOrders)
 	orders["bound-guided"] = func(pods []Pod, arrived []int) []int { return boundGuided(pods, arrived, quota) }
 	for _, order := range slices.Sorted(maps.Keys(orders)) {
@@ -541,7 +606,36 @@ func Limits(ctx context.Context, nodes []Node, pods []Pod, seed int64) (*Limit, 
 			}
 			if u := 100 - 100*float64(placed)/float64(capacity); u < l.OfflineUnallocated {
 				l.OfflineUnallocated, l.Offline = u, string(name)+", "+order
+				start = make([][]int, len(nodes))
+				for _, p := range r.Placements {
+					if p.Node >= 0 {
+						start[p.Node] = append(start[p.Node], arrived[p.Pod])
+					}
+				}
 			}
+		}
+	}
+	if program > 0 {
+		placements, placed, err := ProgramPacking(ctx, nodes, pods, arrived, program, start)
+		if err != nil {
+			return nil, err
+		}
+		u := 100 - 100*float64(placed)/float64(capacity)
+		l.ProgramUnallocated, l.ProgramLeavesOut = &u, map[string]float64{}
+		left := map[int]int{}
+		for _, pi := range arrived {
+			left[pi]++
+		}
+		for _, p := range placements {
+			left[p.Pod]--
+		}
+		for pi, n := range left {
+			if p := &pods[pi]; n > 0 && p.NumGPU > 0 {
+				l.ProgramLeavesOut[fmt.Sprintf("%dx%d", p.NumGPU, p.GPUMilli)] += 100 * float64(n) * float64(p.Demand()) / float64(capacity)
+			}
+		}
+		if u < l.OfflineUnallocated {
+			l.OfflineUnallocated, l.Offline = u, "integer program over node configurations"
 		}
 	}
 	return l, nil
@@ -602,7 +696,7 @@ type LimitsSummary struct {
 // BoundText and OfflineText say in limits.json what the two figures are.
 const (
 	BoundText   = "no placement of the pods arrived at 100% leaves less GPU unallocated: 100 - the optimum of a linear program over node types and pod shapes (GPU, CPU, memory, models, each card's configuration of shares, and cuts by dual feasible functions per card and per node) as % of capacity; sim/README.md derives it"
-	OfflineText = "the best offline packing found: the pods arrived at 100%, seen all at once, in each of several orders (arrival, largest first, constrained first, guided by the bound's solution), by each of fill, bestfit, binpack and fgd, ties to the first node"
+	OfflineText = "the best offline packing found: the pods arrived at 100%, seen all at once, in each of several orders (arrival, largest first, constrained first, guided by the bound's solution), by each of fill, bestfit, binpack and fgd, ties to the first node; with --limits-program, also by an integer program over node configurations"
 )
 
 // runLimits computes Limits for every seed, opts.Parallel at once, and
@@ -611,7 +705,7 @@ func runLimits(opts Options, nodes []Node, pods []Pod) (*LimitsSummary, error) {
 	out := make([]*Limit, len(opts.Seeds))
 	errs := make([]error, len(opts.Seeds))
 	forEach(len(opts.Seeds), opts.Parallel, func(i int) {
-		out[i], errs[i] = Limits(context.Background(), nodes, pods, opts.Seeds[i])
+		out[i], errs[i] = Limits(context.Background(), nodes, pods, opts.Seeds[i], opts.ProgramTime)
 	})
 	if err := errors.Join(errs...); err != nil {
 		return nil, err

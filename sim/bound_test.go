@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"testing"
+	"time"
 )
 
 // needSolver skips a test of the bound where GLPK is not installed, except
@@ -113,7 +114,7 @@ func TestUpperBoundAgainstBruteForce(t *testing.T) {
 	rng := rand.New(rand.NewSource(7))
 	models := []string{"T4", "V100", "A100"}
 	shares := []int64{100, 200, 250, 300, 350, 400, 500, 600, 700, 1000}
-	var gapped, cutsGapped, limits int
+	var gapped, cutsGapped, limits, programShort int
 	for trial := range 300 {
 		var nodes []Node
 		for i := range 1 + rng.Intn(3) {
@@ -142,7 +143,7 @@ func TestUpperBoundAgainstBruteForce(t *testing.T) {
 		if ub > opt+1e-6 {
 			gapped++
 		}
-		cuts, _, err := solveProgram(t.Context(), newBoundProgram(nodes, pods, all(len(pods)), false))
+		cuts, _, err := solveProgram(t.Context(), newBoundProgram(nodes, pods, all(len(pods)), cutsLevel))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -152,8 +153,28 @@ func TestUpperBoundAgainstBruteForce(t *testing.T) {
 		if cuts > opt+1e-6 {
 			cutsGapped++
 		}
+		// The program over node configurations bounds too, however its
+		// configurations are priced; and the packing by integer program
+		// is a placement, so never above the optimum.
+		nodeUB, _, err := solveProgram(t.Context(), newBoundProgram(nodes, pods, all(len(pods)), nodeLevel))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if nodeUB < opt-1e-6 {
+			t.Fatalf("trial %d: the program over node configurations bounds %v, below the optimum %v", trial, nodeUB, opt)
+		}
+		_, packed, err := ProgramPacking(t.Context(), nodes, pods, all(len(pods)), time.Second, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if float64(packed) > opt+1e-6 {
+			t.Fatalf("trial %d: the integer program packed %d, above the optimum %v\nnodes %+v\npods %+v", trial, packed, opt, nodes, pods)
+		}
+		if float64(packed) < opt-1e-6 {
+			programShort++
+		}
 		for rounds := 1; rounds <= 2; rounds++ {
-			b := newBoundProgram(nodes, pods, all(len(pods)), true)
+			b := newBoundProgram(nodes, pods, all(len(pods)), cardLevel)
 			b.maxRounds = rounds
 			capped, _, err := solveProgram(t.Context(), b)
 			if err != nil {
@@ -172,7 +193,7 @@ func TestUpperBoundAgainstBruteForce(t *testing.T) {
 		if len(arrived) > 7 {
 			continue // copies inflate it: too many for brute force
 		}
-		l, err := Limits(t.Context(), nodes, pods, int64(trial))
+		l, err := Limits(t.Context(), nodes, pods, int64(trial), 0)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -183,7 +204,10 @@ func TestUpperBoundAgainstBruteForce(t *testing.T) {
 			t.Fatalf("trial %d: bound %.4f%%, offline %.4f%%, best placement %.4f%% unallocated", trial, l.BoundUnallocated, l.OfflineUnallocated, best)
 		}
 	}
-	t.Logf("the bound was above the optimum in %d of 300 cases (the cuts alone: %d); Limits checked in %d", gapped, cutsGapped, limits)
+	t.Logf("the bound was above the optimum in %d of 300 cases (the cuts alone: %d); the integer program packed less than the optimum in %d; Limits checked in %d", gapped, cutsGapped, programShort, limits)
+	if programShort > 30 {
+		t.Errorf("the integer program packed less than the optimum in %d of 300 cases", programShort)
+	}
 	if gapped >= cutsGapped {
 		t.Errorf("the card configurations closed no gap the cuts leave")
 	}

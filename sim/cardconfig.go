@@ -29,10 +29,9 @@ type cardConfigs struct {
 	sizes []int64      // share sizes, thousandths of a card
 	most  []int64      // per size: the most shares the type's cards may hold
 	terms []bytes.Buffer
-	// configs are the configurations generated so far: shares per size.
-	configs [][]int64
-	seen    map[string]bool
-	row     int // 0-based number of the cards row in the last text; the sizes' rows follow
+	// The configurations generated so far: shares per size.
+	configSet
+	row int // 0-based number of the cards row in the last text; the sizes' rows follow
 }
 
 // add puts one x column, of shape s (index si), in the type's rows.
@@ -56,7 +55,6 @@ func (c *cardConfigs) add(s *shape, si int) {
 // seed starts the configurations: for each size, a card of as many such
 // shares as it holds.
 func (c *cardConfigs) seed() {
-	c.seen = map[string]bool{}
 	for i := range c.sizes {
 		a := make([]int64, len(c.sizes))
 		a[i] = c.holds(i)
@@ -68,8 +66,19 @@ func (c *cardConfigs) seed() {
 // fit it, and no more than there are.
 func (c *cardConfigs) holds(i int) int64 { return min(c.most[i], CardUnits/c.sizes[i]) }
 
-func (c *cardConfigs) keep(a []int64) bool {
+// configSet is the configurations of a card or a node generated so far,
+// each a count per share size or shape, each kept once.
+type configSet struct {
+	configs [][]int64
+	seen    map[string]bool
+}
+
+// keep adds a when it is new, and tells whether it was.
+func (c *configSet) keep(a []int64) bool {
 	k := fmt.Sprint(a)
+	if c.seen == nil {
+		c.seen = map[string]bool{}
+	}
 	if c.seen[k] {
 		return false
 	}

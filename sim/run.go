@@ -34,6 +34,9 @@ type Options struct {
 	// Limits also computes, per seed, the bound no placement beats and the
 	// best offline packing found (Limits), into limits.json.
 	Limits bool
+	// ProgramTime, when positive, lets Limits also pack by integer program
+	// (ProgramPacking) for up to that long per seed.
+	ProgramTime time.Duration
 	// Log receives one line per seed; nil: none.
 	Log io.Writer
 

@@ -106,6 +106,9 @@ as the published FGD runs did).`,
 				return fmt.Errorf("--coverage %v: want a fraction in (0, 1], or 0 for the policy's own", opts.WorkloadCoverage)
 			}
 			opts.Log = cmd.ErrOrStderr()
+			if opts.ProgramTime < 0 || opts.ProgramTime > 0 && !opts.Limits {
+				return fmt.Errorf("--limits-program %s: want a positive time, with --limits", opts.ProgramTime)
+			}
 			if churn {
 				if opts.Limits {
 					return fmt.Errorf("--limits reads the pods arrived under the published protocol: not with --churn")
@@ -152,6 +155,7 @@ as the published FGD runs did).`,
 	f.Float64Var(&opts.WorkloadCoverage, "coverage", 0, fmt.Sprintf("share of pods whose shapes the workload estimate keeps (0: the policy's own, %.2f for fill; else %.2f as in the paper)", fillCoverage(), policy.DefaultCoverage))
 	f.BoolVar(&opts.Cold, "cold", false, "rate every node for every pod (no reuse of unchanged nodes' results): the decision time of a cold cache")
 	f.BoolVar(&opts.Limits, "limits", false, "also compute, per seed, a bound no placement of the pods arrived at 100% can beat and the best offline packing found, into --out/limits.json (needs GLPK's glpsol: apt-get install glpk-utils)")
+	f.DurationVar(&opts.ProgramTime, "limits-program", 0, "with --limits: also pack offline by an integer program over node configurations, GLPK's branch and bound running up to this long per seed (e.g. 5m; 0: not)")
 	f.IntVar(&opts.Parallel, "parallel", 0, "seeds replayed at once (0: one per CPU)")
 	f.BoolVar(&churn, "churn", false, "run the churn protocol instead (pods arrive and leave; see sim/README.md, Churn): time-averaged allocation and waits by kind at each --load, into --out/churn.json")
 	f.StringVar(&loads, "load", "80,100,120", "with --churn: offered GPU loads, % of capacity, comma-separated")

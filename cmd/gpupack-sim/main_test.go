@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -67,6 +68,25 @@ func TestRun(t *testing.T) {
 			t.Errorf("summary: %d seeds, first %d, capacity %d; want 2, 42, 10000", len(s.Seeds), s.Seeds[0].Seed, s.Capacity)
 		}
 	})
+	t.Run("limits with the integer program", func(t *testing.T) {
+		if _, err := exec.LookPath(sim.Solver); err != nil {
+			t.Skipf("%s: %v", sim.Solver, err)
+		}
+		out := filepath.Join(dir, "limits")
+		if _, err := run("--nodes", nodes, "--pods", pods, "--seeds", "42", "--limits", "--limits-program", "2s", "--out", out); err != nil {
+			t.Fatal(err)
+		}
+		var s sim.LimitsSummary
+		b, _ := os.ReadFile(filepath.Join(out, "limits.json"))
+		if err := json.Unmarshal(b, &s); err != nil {
+			t.Fatal(err)
+		}
+		// The pods arrived at 100% (drawn again and again until they ask
+		// the 10 cards) all fit: each figure is 0.
+		if l := s.Seeds[0]; l.ProgramUnallocated == nil || !near(*l.ProgramUnallocated, 0) || !near(l.OfflineUnallocated, 0) || !near(l.BoundUnallocated, 0) {
+			t.Errorf("limits %+v: want 0%% unallocated by the integer program, the best packing and the bound", l)
+		}
+	})
 	t.Run("bad file", func(t *testing.T) {
 		_, err := run("--nodes", nodes, "--pods", bad, "--seeds", "42", "--out", filepath.Join(dir, "o2"))
 		if err == nil || !strings.Contains(err.Error(), "bad.csv:3:6: column gpu_spec: unknown model \"V100\"") {
@@ -79,6 +99,8 @@ func TestRun(t *testing.T) {
 			{"--seeds", "9-1"},
 			{"--workload", "future"},
 			{"--ties", "last"},
+			{"--limits-program", "5m"},
+			{"--limits", "--limits-program", "-1s"},
 		} {
 			if _, err := run(append([]string{"--nodes", nodes, "--pods", pods, "--out", dir}, args...)...); err == nil {
 				t.Errorf("%v: no error", args)
@@ -86,3 +108,5 @@ func TestRun(t *testing.T) {
 		}
 	})
 }
+
+func near(a, b float64) bool { return a-b < 1e-9 && b-a < 1e-9 }
