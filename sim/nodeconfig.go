@@ -2,6 +2,7 @@ package sim
 
 import (
 	"bytes"
+	"cmp"
 	"fmt"
 	"math"
 	"slices"
@@ -347,7 +348,7 @@ func (c *nodeConfigs) fit(a []int64, value []float64) []int64 {
 			order = append(order, i)
 		}
 	}
-	slices.SortFunc(order, func(x, y int) int { return cmpFloat(value[x], value[y]) })
+	slices.SortFunc(order, func(x, y int) int { return cmp.Compare(value[x], value[y]) })
 	for _, i := range order {
 		for a[i] > 0 && !c.fits(a) {
 			a[i]--
@@ -360,16 +361,6 @@ func (c *nodeConfigs) fit(a []int64, value []float64) []int64 {
 		return nil
 	}
 	return a
-}
-
-func cmpFloat(x, y float64) int {
-	switch {
-	case x < y:
-		return -1
-	case x > y:
-		return 1
-	}
-	return 0
 }
 
 // fits tells whether configuration a fits one node of the type (pack).
