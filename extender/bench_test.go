@@ -354,13 +354,14 @@ func setCPU(pod *corev1.Pod, milli int64) {
 
 // setNewShare makes the i-th pod of the newshare regime ask a share other
 // than the last pods' (limit and request): for a base share of u units,
-// u/2 + i mod (u+1), a cycle of u+1 shares, longer than the shares a node
-// keeps the card costs of.
+// u - i mod ⌈u/2⌉, a cycle of ⌈u/2⌉ shares (more than the shares a node
+// keeps the card costs of), none larger than the base, so that the nodes
+// that fit the base fit them.
 func setNewShare(pod *corev1.Pod, i int) {
 	c := &pod.Spec.Containers[0]
 	base := c.Resources.Limits[contract.ResourceGPUMem]
 	u := base.Value()
-	share := *resource.NewQuantity(u/2+int64(i)%(u+1), resource.DecimalSI)
+	share := *resource.NewQuantity(u-int64(i)%((u+1)/2), resource.DecimalSI)
 	c.Resources.Limits[contract.ResourceGPUMem] = share
 	c.Resources.Requests[contract.ResourceGPUMem] = share
 }
