@@ -14,13 +14,11 @@ type Rating struct {
 	Node *Node
 	Req  *Request
 	W    *Workload
-	// kept are the measures kept for the node (Measures), which the
-	// rating reads and adds to in place; nil: the rating's own.
-	kept *measured
+	// kept are the measures and card costs kept for the node (Measures),
+	// which the rating reads and adds to in place; nil: none, the rating
+	// measures into own and keeps no card cost.
+	kept *Measures
 	own  measured
-	// costs are the card costs kept for the node (cardCost); nil when
-	// none are kept.
-	costs *cardCosts
 }
 
 // measured is what is measured of a node as it is, under a workload
@@ -53,16 +51,13 @@ var ratings = sync.Pool{New: func() any { return new(Rating) }}
 func rate(n *Node, r *Request, w *Workload, m *Measures) *Rating {
 	rt := ratings.Get().(*Rating)
 	rt.Node, rt.Req, rt.W = n, r, w
-	rt.own.have, rt.kept, rt.costs = 0, nil, nil
-	if m != nil {
-		rt.kept, rt.costs = &m.measured, &m.costs
-	}
+	rt.own.have, rt.kept = 0, m
 	return rt
 }
 
 // done gives the Rating back: the caller no longer uses it.
 func (rt *Rating) done() {
-	rt.Node, rt.Req, rt.W, rt.kept, rt.costs = nil, nil, nil, nil, nil
+	rt.Node, rt.Req, rt.W, rt.kept = nil, nil, nil, nil
 	ratings.Put(rt)
 }
 
@@ -70,7 +65,7 @@ func (rt *Rating) done() {
 // its node, else its own.
 func (rt *Rating) measures() *measured {
 	if rt.kept != nil {
-		return rt.kept
+		return &rt.kept.measured
 	}
 	return &rt.own
 }
@@ -164,10 +159,10 @@ func (c *cardCosts) reset(p *Policy) {
 // when it was rated there before (and kept there when not). A PerPod
 // policy's costs are not kept: they may read the request.
 func (rt *Rating) cardCost(p *Policy, i int, share int64) float64 {
-	c := rt.costs
-	if c == nil || p.PerPod || i >= costCards || share <= 0 {
+	if rt.kept == nil || p.PerPod || i >= costCards || share <= 0 {
 		return p.CardCost(rt, i, share)
 	}
+	c := &rt.kept.costs
 	if c.p != p {
 		c.reset(p)
 	}
