@@ -73,6 +73,12 @@ func newNodeConfigs(ti int, t *nodeType) *nodeConfigs {
 	}
 }
 
+// shapeAt is the position in c.shapes of the shape of index si (-1: the
+// shape fits no node of the type).
+func (c *nodeConfigs) shapeAt(si int) int {
+	return slices.IndexFunc(c.shapes, func(s nodeShape) bool { return s.si == si })
+}
+
 // whole tells whether the shape's pods take whole cards.
 func (s *nodeShape) whole() bool { return s.milli >= CardUnits }
 

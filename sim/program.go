@@ -116,9 +116,10 @@ func (b *boundProgram) start(nodes []Node, pods []Pod, start [][]int) {
 		}
 		a := make([]int64, len(c.shapes))
 		for _, pi := range held {
-			si, ok := shapeOf[keyOf(&pods[pi])]
-			if i := slices.IndexFunc(c.shapes, func(s nodeShape) bool { return s.si == si }); ok && i >= 0 {
-				a[i]++
+			if si, ok := shapeOf[keyOf(&pods[pi])]; ok {
+				if i := c.shapeAt(si); i >= 0 {
+					a[i]++
+				}
 			}
 		}
 		if c.fits(a) {
@@ -209,6 +210,7 @@ func (b *boundProgram) layout(values []float64, nodes []Node, pods []Pod, arrive
 	}
 	held := make([][][]int64, len(b.nodes)) // per type, per node: pods per shape
 	for ci, c := range b.nodes {
+		smallestFirst := c.smallestFirst()
 		left := make([]int64, len(c.shapes)) // pods of each shape to place on this type
 		for i, s := range c.shapes {
 			left[i] = xs[[2]int{c.t, s.si}]
@@ -221,7 +223,7 @@ func (b *boundProgram) layout(values []float64, nodes []Node, pods []Pod, arrive
 					on[i], left[i] = k, left[i]-k
 					placed[c.shapes[i].si] += k
 				}
-				for _, i := range c.smallestFirst() {
+				for _, i := range smallestFirst {
 					for on[i] > 0 && !c.fits(on) {
 						on[i]--
 						placed[c.shapes[i].si]--
@@ -243,7 +245,7 @@ func (b *boundProgram) layout(values []float64, nodes []Node, pods []Pod, arrive
 	slices.SortStableFunc(order, func(x, y int) int { return cmp.Compare(b.shapes[y].demand(), b.shapes[x].demand()) })
 	for _, si := range order {
 		for ci, c := range b.nodes {
-			i := slices.IndexFunc(c.shapes, func(s nodeShape) bool { return s.si == si })
+			i := c.shapeAt(si)
 			if i < 0 {
 				continue
 			}
